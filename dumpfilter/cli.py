@@ -1,0 +1,253 @@
+"""``pydumpfile``: makedumpfile's command line (formats-cli.md §5) → one DumpJob → run().
+
+Errors become one line on stderr and makedumpfile's exit codes: 0 done, 1 failed (including an
+incomplete dump), 2 a -i VMCOREINFO file from another kernel release.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from . import __version__
+from .errors import DumpfilterError, Interrupted, UsageError
+from .report import DEFAULT_LEVEL, ML_DEBUG, ML_REPORT, Messages
+
+PROG = "pydumpfile"
+
+USAGE = f"""usage: {PROG} [-c|-l|-p|-z] [-E] [-d DL[,DL...]] [-L SIZE] [-f] [options] VMCORE DUMPFILE
+       {PROG} -F [-c|-l|-p|-z] [-E] [-d DL] [options] VMCORE > STREAM
+       {PROG} -R [-f] DUMPFILE < STREAM
+
+Create a small dumpfile from a vmcore (/proc/vmcore, an ELF or kdump-compressed file), like makedumpfile.
+
+options:
+  -c                 compress pages with zlib (level 1)
+  -l                 compress pages with lzo (LZO1X-1)
+  -p                 compress pages with snappy
+  -z                 compress pages with zstd (level 1)
+                     (the last of -c/-l/-p/-z wins; a page is stored compressed only if smaller)
+  -d DL[,DL...]      dump level 0-31, the sum of: 1 zero pages, 2 non-private cache, 4 all cache,
+                     8 user data, 16 free pages; further levels are retried in turn when the disk
+                     fills up or the -L limit is reached
+  -E                 write ELF instead of kdump-compressed (excluded pages are absent from the file)
+  -F                 write a flattened stream to standard output (rearrange it later with -R)
+  -R                 rearrange a flattened stream from standard input into DUMPFILE
+  -f                 overwrite an existing DUMPFILE
+  -L SIZE            stop at SIZE bytes (suffix K/M/G/T/P/E); the file is then marked incomplete
+  -i VMCOREINFO      use this VMCOREINFO text file instead of the vmcore's note
+  --message-level N  bit mask: 1 progress, 2 messages, 4 errors, 8 debug, 16 report (default 7)
+  -D                 add debug messages (message level bit 8)
+  --show-stats       print the statistics report (message level bit 16)
+  --report-json FILE write the statistics as JSON to FILE
+  --dry-run          do everything except writing the output
+  --num-threads N    worker threads for compression (0: serial)
+  --cyclic-buffer KB, -b ORDER, --work-dir DIR, --non-mmap
+                     accepted for makedumpfile compatibility
+  -v                 print the version
+  -h, --help         print this help
+"""
+
+
+@dataclass
+class DumpJob:
+    """One run, as parsed from the command line."""
+
+    vmcore: str | None = None
+    dumpfile: str | None = None
+    compress: str | None = None
+    levels: list[int] = field(default_factory=lambda: [0])
+    elf: bool = False
+    flat: bool = False
+    rearrange: bool = False
+    force: bool = False
+    limit: int | None = None
+    vmcoreinfo_file: str | None = None
+    message_level: int = DEFAULT_LEVEL
+    dry_run: bool = False
+    report_json: str | None = None
+    num_threads: int = 0
+    batch_pages: int = 1024
+    explicit_level: bool = False
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"Commandline parameter is invalid: {message}")
+
+
+def _memparse(text: str) -> int:
+    m = re.fullmatch(r"\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmMgGtTpPeE]?)", text)
+    if not m:
+        raise UsageError(f"Limit size({text}) is invalid.")
+    v = int(m.group(1), 0)
+    shift = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}[m.group(2).lower()]
+    v <<= shift
+    if v <= 0:
+        raise UsageError(f"Limit size({text}) is invalid.")
+    return v
+
+
+def _levels(text: str) -> list[int]:
+    items = text.split(",")
+    if not text or len(items) > 32:
+        raise UsageError("Dump_level is invalid.")
+    out = []
+    for it in items:
+        if not re.fullmatch(r"\s*[0-9]+", it):
+            raise UsageError(f"Dump_level({it}) is invalid.")
+        v = int(it)
+        if v > 31:
+            raise UsageError(f"Dump_level({v}) is invalid.")
+        out.append(v)
+    return out
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise UsageError(f"{what}({text}) is invalid.") from None
+
+
+def parse_args(argv: list[str]) -> DumpJob | str:
+    """A DumpJob, or the text to print for -h / -v."""
+    p = _Parser(prog=PROG, add_help=False, allow_abbrev=True)
+    p.add_argument("-c", dest="compress", action="store_const", const="zlib")
+    p.add_argument("-l", dest="compress", action="store_const", const="lzo")
+    p.add_argument("-p", dest="compress", action="store_const", const="snappy")
+    p.add_argument("-z", dest="compress", action="store_const", const="zstd")
+    p.add_argument("-d", dest="levels")
+    p.add_argument("-E", dest="elf", action="store_true")
+    p.add_argument("-F", dest="flat", action="store_true")
+    p.add_argument("-R", dest="rearrange", action="store_true")
+    p.add_argument("-f", dest="force", action="store_true")
+    p.add_argument("-L", dest="limit")
+    p.add_argument("-i", dest="vmcoreinfo")
+    p.add_argument("-x", dest="vmlinux")
+    p.add_argument("-g", dest="gen_vmcoreinfo")
+    p.add_argument("-b", dest="block_order")
+    p.add_argument("-D", dest="debug", action="store_true")
+    p.add_argument("-e", dest="exclude_vmemmap", action="store_true")
+    p.add_argument("-X", dest="xen", action="store_true")
+    p.add_argument("-v", dest="version", action="store_true")
+    p.add_argument("-h", "--help", dest="help", action="store_true")
+    p.add_argument("--message-level", dest="message_level")
+    p.add_argument("--show-stats", dest="show_stats", action="store_true")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true")
+    p.add_argument("--num-threads", dest="num_threads")
+    p.add_argument("--cyclic-buffer", dest="cyclic_buffer")
+    p.add_argument("--work-dir", dest="work_dir")
+    p.add_argument("--non-mmap", dest="non_mmap", action="store_true")
+    p.add_argument("--report-json", dest="report_json")
+    p.add_argument("--check-params", dest="check_params", action="store_true")
+    for unsupported in ("--split", "--reassemble", "--dump-dmesg", "--partial-dmesg", "--mem-usage"):
+        p.add_argument(unsupported, dest=unsupported.strip("-").replace("-", "_"), action="store_true")
+    p.add_argument("--config", dest="config")
+    p.add_argument("--eppic", dest="eppic")
+    p.add_argument("--vtop", dest="vtop")
+    p.add_argument("positional", nargs="*")
+    a = p.parse_intermixed_args(argv)
+
+    if a.help:
+        return USAGE
+    if a.version:
+        return f"{PROG}: version {__version__}\nlzo\tenabled\nsnappy\tenabled\nzstd\tenabled\n"
+    for opt, val in (("--split", a.split), ("--reassemble", a.reassemble), ("--dump-dmesg", a.dump_dmesg),
+                     ("--partial-dmesg", a.partial_dmesg), ("--mem-usage", a.mem_usage), ("-x", a.vmlinux),
+                     ("-g", a.gen_vmcoreinfo), ("-e", a.exclude_vmemmap), ("-X", a.xen), ("--config", a.config),
+                     ("--eppic", a.eppic), ("--vtop", a.vtop)):
+        if val:
+            raise UsageError(f"{opt} is not supported by {PROG} yet")
+
+    job = DumpJob()
+    job.compress = a.compress
+    job.levels = _levels(a.levels) if a.levels is not None else [0]
+    job.elf, job.flat, job.rearrange, job.force = a.elf, a.flat, a.rearrange, a.force
+    job.limit = _memparse(a.limit) if a.limit is not None else None
+    job.vmcoreinfo_file = a.vmcoreinfo
+    if a.message_level is not None:
+        ml = _int(a.message_level, "Message_level")
+        if not 0 <= ml <= 31:
+            raise UsageError(f"Message_level({ml}) is invalid.")
+        job.message_level = ml
+        job.explicit_level = True
+    if a.debug:
+        job.message_level |= ML_DEBUG
+    if a.show_stats:
+        job.message_level |= ML_REPORT
+    job.dry_run = a.dry_run
+    job.report_json = a.report_json
+    if a.num_threads is not None:
+        job.num_threads = max(0, _int(a.num_threads, "num_threads"))
+    if a.block_order is not None:
+        _int(a.block_order, "block_order")
+    if a.cyclic_buffer is not None:
+        _int(a.cyclic_buffer, "cyclic_buffer")
+    pos = a.positional
+
+    if job.rearrange:
+        if job.compress or any(job.levels) or job.elf or job.flat or job.vmcoreinfo_file:
+            raise UsageError("Commandline parameter is invalid: -R takes only -f, -L and message options")
+        if len(pos) != 1:
+            raise UsageError("Commandline parameter is invalid: -R needs exactly one DUMPFILE")
+        job.dumpfile = pos[0]
+        return job
+    if job.elf and job.compress:
+        raise UsageError("Commandline parameter is invalid: -E cannot be combined with -c/-l/-p/-z")
+    if job.elf and job.num_threads:
+        raise UsageError("Commandline parameter is invalid: --num-threads cannot be combined with -E")
+    if job.flat:
+        if len(pos) != 1:
+            raise UsageError("Commandline parameter is invalid: -F takes exactly one VMCORE (the stream goes to stdout)")
+        job.vmcore = pos[0]
+        if len(job.levels) > 1:
+            job.levels = job.levels[:1]
+    elif job.dry_run:
+        if len(pos) not in (1, 2):
+            raise UsageError("Commandline parameter is invalid: expected VMCORE [DUMPFILE]")
+        job.vmcore = pos[0]
+        job.dumpfile = pos[1] if len(pos) == 2 else None
+    else:
+        if len(pos) != 2:
+            raise UsageError("Commandline parameter is invalid: expected VMCORE DUMPFILE")
+        job.vmcore, job.dumpfile = pos
+    if a.check_params:
+        return "check-params: ok\n"
+    return job
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    msgs = Messages(DEFAULT_LEVEL)
+    try:
+        parsed = parse_args(argv)
+        if isinstance(parsed, str):
+            sys.stdout.write(parsed)
+            return 0
+        job = parsed
+        msgs = Messages(job.message_level, flat=job.flat, progress=True if job.explicit_level else None)
+        signal.signal(signal.SIGTERM, _on_signal)
+        from .pipeline import run
+
+        return run(job, msgs)
+    except DumpfilterError as e:
+        msgs.error(f"{PROG}: {e}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        msgs.error(f"{PROG}: interrupted; the output is marked incomplete")
+        return 1
+    except MemoryError:
+        msgs.error(f"{PROG}: out of memory")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

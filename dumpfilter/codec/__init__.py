@@ -1,0 +1,118 @@
+"""Page codecs keyed by the kdump page flag (formats-cli.md §1.3, §1.6).
+
+Each codec compresses one page exactly as makedumpfile does: zlib level 1 with the zlib wrapper,
+LZO1X-1 raw, snappy raw block, zstd level 1 (one frame with content size, no checksum). A page is
+stored compressed only if the result is strictly smaller than a page.
+
+Thread safety: a Codec's ``new_compressor()`` gives a callable that must not be shared between
+threads (zstandard compressors are not thread-safe); ``decompress`` is safe anywhere.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import DumpfilterError, InputError
+
+FLAG_ZLIB = 0x01
+FLAG_LZO = 0x02
+FLAG_SNAPPY = 0x04
+FLAG_ZSTD = 0x20
+
+Compressor = Callable[[bytes], bytes]
+
+
+def _zlib_new() -> Compressor:
+    return lambda page: zlib.compress(page, 1)
+
+
+def _zlib_dec(data: bytes, size: int) -> bytes:
+    return zlib.decompress(data, bufsize=size)
+
+
+def _lzo_new() -> Compressor:
+    import lzo
+
+    return lambda page: lzo.compress(page, 1, False)
+
+
+def _lzo_dec(data: bytes, size: int) -> bytes:
+    import lzo
+
+    return lzo.decompress(data, False, size)
+
+
+def _snappy_new() -> Compressor:
+    import snappy
+
+    return snappy.compress
+
+
+def _snappy_dec(data: bytes, size: int) -> bytes:
+    import snappy
+
+    return snappy.decompress(data)
+
+
+def _zstd_new() -> Compressor:
+    import zstandard
+
+    c = zstandard.ZstdCompressor(level=1, write_content_size=True, write_checksum=False)
+    return c.compress
+
+
+def _zstd_dec(data: bytes, size: int) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    option: str  # makedumpfile's command-line switch
+    flag: int  # page_desc.flags value and header status bit
+    new_compressor: Callable[[], Compressor]
+    decompress: Callable[[bytes, int], bytes]
+
+
+CODECS: dict[str, Codec] = {
+    "zlib": Codec("zlib", "-c", FLAG_ZLIB, _zlib_new, _zlib_dec),
+    "lzo": Codec("lzo", "-l", FLAG_LZO, _lzo_new, _lzo_dec),
+    "snappy": Codec("snappy", "-p", FLAG_SNAPPY, _snappy_new, _snappy_dec),
+    "zstd": Codec("zstd", "-z", FLAG_ZSTD, _zstd_new, _zstd_dec),
+}
+BY_FLAG: dict[int, Codec] = {c.flag: c for c in CODECS.values()}
+
+
+def get_codec(name: str | None) -> Codec | None:
+    if name is None or name == "none":
+        return None
+    try:
+        codec = CODECS[name]
+    except KeyError:
+        raise DumpfilterError(f"unknown compression {name!r}") from None
+    try:
+        codec.new_compressor()
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise DumpfilterError(f"{codec.option}: the {name} codec is not installed ({e})") from None
+    return codec
+
+
+def decompress_page(flags: int, data: bytes, page_size: int, where: str) -> bytes:
+    """Decode one stored page; InputError unless it yields exactly one page."""
+    if flags == 0:
+        if len(data) != page_size:
+            raise InputError(f"{where}: raw page has size {len(data)}, expected {page_size}")
+        return data
+    codec = BY_FLAG.get(flags)
+    if codec is None:
+        raise InputError(f"{where}: unknown page compression flags {flags:#x}")
+    try:
+        page = codec.decompress(bytes(data), page_size)
+    except Exception as e:  # noqa: BLE001 - codec libraries raise assorted types
+        raise InputError(f"{where}: {codec.name} decompression failed: {e}") from None
+    if len(page) != page_size:
+        raise InputError(f"{where}: {codec.name} page decompressed to {len(page)} bytes, expected {page_size}")
+    return page

@@ -1,0 +1,133 @@
+"""VMCOREINFO: the kernel's KEY=VALUE note, parsed with makedumpfile's rules (filtering.md §2.2).
+
+Lines are read until the first one that starts with NUL; lookups are prefix matches on the whole
+key including ``=``, and the first matching line wins.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..errors import VmcoreinfoError
+
+_DEC = re.compile(r"^\s*[+-]?[0-9]+$")
+_HEX = re.compile(r"^\s*[+-]?(0[xX])?[0-9a-fA-F]+$")
+_FAMILY = re.compile(r"^(SYMBOL|SIZE|OFFSET|LENGTH|NUMBER)\((.+)\)=(.*)$")
+
+
+def _split_lines(blob: bytes) -> list[str]:
+    lines: list[str] = []
+    for raw in blob.split(b"\n"):
+        if raw[:1] == b"\0":
+            break
+        lines.append(raw.split(b"\0", 1)[0].decode("ascii", "replace"))
+    return lines
+
+
+def _parse_long(text: str, key: str) -> int:
+    if _DEC.match(text):
+        return int(text, 10)
+    if _HEX.match(text):
+        return int(text, 16)
+    raise VmcoreinfoError(f"VMCOREINFO: invalid value {text!r} for {key}")
+
+
+@dataclass
+class VmcoreInfo:
+    """Typed tables of a VMCOREINFO note. Missing keys are absent from the dicts."""
+
+    lines: list[str]
+    raw: bytes = b""
+    symbol: dict[str, int] = field(default_factory=dict)
+    size: dict[str, int] = field(default_factory=dict)
+    offset: dict[str, int] = field(default_factory=dict)
+    length: dict[str, int] = field(default_factory=dict)
+    number: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, blob: bytes) -> VmcoreInfo:
+        lines = _split_lines(blob)
+        vi = cls(lines=lines, raw=blob)
+        tables = {"SIZE": vi.size, "OFFSET": vi.offset, "LENGTH": vi.length, "NUMBER": vi.number}
+        for line in lines:
+            m = _FAMILY.match(line)
+            if not m:
+                continue
+            fam, name, val = m.groups()
+            if fam == "SYMBOL":
+                if name in vi.symbol:
+                    continue
+                try:
+                    v = int(val, 16)
+                except ValueError:
+                    continue  # reported when the key is actually needed
+                vi.symbol[name] = v
+            else:
+                table = tables[fam]
+                if name in table:
+                    continue
+                try:
+                    table[name] = _parse_long(val, f"{fam}({name})")
+                except VmcoreinfoError:
+                    continue
+        return vi
+
+    def get(self, key: str) -> str | None:
+        """Value of the first line starting with ``key=`` (key without the ``=``)."""
+        prefix = key + "="
+        for line in self.lines:
+            if line.startswith(prefix):
+                return line[len(prefix) :]
+        return None
+
+    # --- basic keys --------------------------------------------------------------------------
+    @property
+    def osrelease(self) -> str | None:
+        v = self.get("OSRELEASE")
+        return v[:64] if v is not None else None
+
+    @property
+    def page_size(self) -> int | None:
+        v = self.get("PAGESIZE")
+        if v is None:
+            return None
+        try:
+            ps = int(v, 10)
+        except ValueError:
+            raise VmcoreinfoError(f"VMCOREINFO: invalid PAGESIZE={v!r}") from None
+        if ps < 1024 or ps & (ps - 1):
+            raise VmcoreinfoError(f"VMCOREINFO: invalid PAGESIZE={v!r}")
+        return ps
+
+    @property
+    def crashtime(self) -> int | None:
+        v = self.get("CRASHTIME")
+        if v is None:
+            return None
+        try:
+            t = int(v, 10)
+        except ValueError:
+            return None
+        return t or None
+
+    @property
+    def kerneloffset(self) -> int | None:
+        v = self.get("KERNELOFFSET")
+        if v is None:
+            return None
+        try:
+            return int(v, 16)
+        except ValueError:
+            raise VmcoreinfoError(f"VMCOREINFO: invalid KERNELOFFSET={v!r}") from None
+
+    def need_symbol(self, name: str) -> int:
+        v = self.symbol.get(name)
+        if v is None or v == 0 or v == (1 << 64) - 1:
+            raise VmcoreinfoError(f"VMCOREINFO has no valid SYMBOL({name})")
+        return v
+
+    def need(self, table: str, name: str) -> int:
+        d = {"SIZE": self.size, "OFFSET": self.offset, "LENGTH": self.length, "NUMBER": self.number}[table]
+        if name not in d:
+            raise VmcoreinfoError(f"VMCOREINFO has no {table}({name})")
+        return d[name]

@@ -1,0 +1,165 @@
+"""run(DumpJob): source → kernel facts → filter → writer, with dump-level retries on ENOSPC."""
+from __future__ import annotations
+
+import sys
+
+from .codec import get_codec
+from .errors import DumpfilterError, InputError, Interrupted, NoSpaceError, VmcoreinfoError, WrongReleaseError
+from .filter import apply_dump_level
+from .kernel.arch import x86_64
+from .kernel.utsname import placeholder, read_utsname, release_of
+from .kernel.vmcoreinfo import VmcoreInfo
+from .plan import DumpPlan
+from .report import Messages, write_json
+from .source import open_source
+from .source.base import DumpSource
+from .stats import Stats, StageTimer
+from .writer.elf import write_elf
+from .writer.flat import rearrange_to_file
+from .writer.kdump import write_kdump
+from .writer.sink import FileSink, FlatSink, NullSink, Sink
+
+PROG = "pydumpfile"
+
+
+def load_vmcoreinfo(src: DumpSource, path: str | None) -> VmcoreInfo | None:
+    raw = src.vmcoreinfo_raw
+    vi = VmcoreInfo.parse(raw) if raw is not None else None
+    if path is None:
+        return vi
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise InputError(f"Can't open the VMCOREINFO file {path}: {e.strerror}") from None
+    given = VmcoreInfo.parse(text)
+    if given.osrelease is None:
+        raise VmcoreinfoError(f"{path}: no OSRELEASE= line; not a VMCOREINFO file")
+    if vi is not None and vi.osrelease and vi.osrelease != given.osrelease:
+        raise WrongReleaseError(
+            f"The kernel version of {path} ({given.osrelease}) does not match the vmcore's ({vi.osrelease})"
+        )
+    return given
+
+
+def build_plan(job, src: DumpSource, level: int, msgs: Messages, stats: Stats) -> DumpPlan:  # noqa: ANN001
+    vi = load_vmcoreinfo(src, job.vmcoreinfo_file)
+    if vi is None:
+        msgs.msg(f"{src.path} has no VMCOREINFO note; only dump levels 0 and 1 are possible.")
+    if vi is not None and vi.page_size and vi.page_size != src.page_size and src.format == "elf":
+        raise VmcoreinfoError(f"PAGESIZE={vi.page_size} in VMCOREINFO differs from the dump's {src.page_size}")
+    if src.format == "kdump" and src.info.dump_level & ~level:
+        new = level | src.info.dump_level
+        msgs.msg(f"dump_level is changed to {new}, because {src.path} was created by dump_level({src.info.dump_level}).")
+        level = new
+    ps = src.page_size
+    if src.format == "kdump":
+        uts = src.info.utsname or placeholder(src.elf_machine)
+        ts = src.info.timestamp or (0, 0)
+        pbase = src.info.phys_base or 0
+    else:
+        uts = read_utsname(src, vi) if vi is not None else None
+        if uts is None:
+            if vi is not None:
+                msgs.msg("Can't read init_uts_ns from the vmcore; the dump header carries no kernel release.")
+            uts = placeholder(src.elf_machine)
+        elif vi is not None and vi.osrelease and release_of(uts) != vi.osrelease:
+            msgs.debug(f"utsname.release {release_of(uts)!r} differs from OSRELEASE {vi.osrelease!r}")
+        ts = ((vi.crashtime or 0) if vi is not None else 0, 0)
+        pbase = x86_64.phys_base(src, vi) if src.elf_machine == x86_64.EM_X86_64 else 0
+    note = src.vmcoreinfo_note
+    bitmap1 = src.present_bitmap()
+    bitmap2 = src.dumpable_bitmap()
+    stats.max_mapnr = src.max_mapnr
+    stats.page_size = ps
+    stats.hole = src.max_mapnr - bitmap1.count()
+    with StageTimer(stats, "filter"):
+        apply_dump_level(src, vi, bitmap2, level, stats)
+    return DumpPlan(
+        src=src,
+        page_size=ps,
+        max_mapnr=src.max_mapnr,
+        bitmap1=bitmap1,
+        bitmap2=bitmap2,
+        dump_level=level,
+        codec=get_codec(job.compress),
+        utsname=uts,
+        timestamp=ts,
+        nr_cpus=src.nr_cpus,
+        phys_base=pbase,
+        note_blob=src.note_blob,
+        vmcoreinfo_desc=(note.desc_offset, len(note.desc)) if note is not None else None,
+        eraseinfo=src.info.eraseinfo,
+        batch_pages=job.batch_pages,
+    )
+
+
+def _open_sink(job) -> Sink:  # noqa: ANN001
+    if job.dry_run:
+        return NullSink()
+    if job.flat:
+        return FlatSink(sys.stdout.buffer, limit=job.limit)
+    return FileSink(job.dumpfile, force=job.force, limit=job.limit)
+
+
+def run_rearrange(job, msgs: Messages) -> int:  # noqa: ANN001
+    sink = FileSink(job.dumpfile, force=job.force, limit=job.limit)
+    try:
+        rearrange_to_file(sys.stdin.buffer, sink)
+    except (DumpfilterError, KeyboardInterrupt) as e:
+        sink.abort()
+        if isinstance(e, KeyboardInterrupt):
+            e = Interrupted("interrupted")
+        raise type(e)(f"{e}; {job.dumpfile} is incomplete") from None
+    sink.finish()
+    msgs.msg(f"\nThe dumpfile is saved to {job.dumpfile}.\n\n{PROG} Completed.")
+    return 0
+
+
+def run(job, msgs: Messages) -> int:  # noqa: ANN001
+    if job.rearrange:
+        return run_rearrange(job, msgs)
+    src = open_source(job.vmcore)
+    try:
+        if job.elf and src.format != "elf":
+            raise DumpfilterError(f"'-E' option is disabled, because {job.vmcore} is kdump compressed format.")
+        for i, level in enumerate(job.levels):
+            stats = Stats()
+            plan = build_plan(job, src, level, msgs, stats)
+            sink = _open_sink(job)
+            try:
+                with StageTimer(stats, "write"):
+                    (write_elf if job.elf else write_kdump)(plan, sink, msgs, stats)
+            except NoSpaceError as e:
+                stats.write_bytes = sink.bytes_written
+                if i + 1 < len(job.levels) and sink.seekable and not job.dry_run:
+                    msgs.error(f"\n{e}")
+                    sink.discard()
+                    msgs.msg(f"Retry to create a dumpfile by dump_level({job.levels[i + 1]}).")
+                    continue
+                sink.abort()
+                msgs.error(f"\n{e}")
+                if sink.seekable and not job.dry_run:
+                    msgs.error("This is an incomplete dumpfile, but might analyzable.")
+                raise NoSpaceError(f"{e} {sink.name} is incomplete.") from None
+            except (DumpfilterError, KeyboardInterrupt) as e:
+                sink.abort()
+                if isinstance(e, KeyboardInterrupt):
+                    e = Interrupted("interrupted")
+                if sink.seekable and not job.dry_run:
+                    raise type(e)(f"{e}; {sink.name} is marked incomplete") from None
+                raise
+            except BaseException:
+                sink.abort()
+                raise
+            sink.finish()
+            stats.write_bytes = sink.bytes_written
+            msgs.report(stats, elf=job.elf)
+            if job.report_json:
+                write_json(job.report_json, stats, {"dump_level": plan.dump_level, "compression": job.compress or "none"})
+            if not job.dry_run:
+                msgs.msg(f"\nThe dumpfile is saved to {sink.name}.\n\n{PROG} Completed.")
+            return 0
+        return 1
+    finally:
+        src.close()

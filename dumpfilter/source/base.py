@@ -1,0 +1,205 @@
+"""The DumpSource interface every input format implements, and ELF note parsing.
+
+A source knows pages by pfn and the notes; it knows nothing about the kernel or the output.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import resource
+import struct
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..bitmap import Bitmap
+from ..errors import InputError
+
+NT_PRSTATUS = 1
+_NHDR = struct.Struct("<III")
+_NHDR_BE = struct.Struct(">III")
+
+
+@dataclass(frozen=True)
+class Note:
+    """One ELF note inside a note blob. ``desc_offset`` is relative to the start of the blob."""
+
+    name: bytes  # without the terminating NUL
+    type: int
+    desc_offset: int
+    desc: bytes
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def parse_notes(blob: bytes, big_endian: bool = False, what: str = "PT_NOTE") -> list[Note]:
+    """Parse an ELF note blob ({namesz, descsz, type}, name, desc; each padded to 4 bytes).
+
+    A header of all zeros ends the list (padding). A note running past the blob is an InputError.
+    """
+    hdr = _NHDR_BE if big_endian else _NHDR
+    notes: list[Note] = []
+    off = 0
+    size = len(blob)
+    while off + hdr.size <= size:
+        namesz, descsz, ntype = hdr.unpack_from(blob, off)
+        if namesz == 0 and descsz == 0 and ntype == 0:
+            break
+        name_off = off + hdr.size
+        desc_off = name_off + _align4(namesz)
+        end = desc_off + _align4(descsz)
+        if namesz > 4096 or desc_off + descsz > size:
+            raise InputError(
+                f"{what} is truncated or corrupt: note at offset {off} (namesz {namesz}, descsz {descsz}) "
+                f"runs past the end of the notes ({size} bytes)"
+            )
+        name = bytes(blob[name_off : name_off + namesz]).split(b"\0", 1)[0]
+        notes.append(Note(name, ntype, desc_off, bytes(blob[desc_off : desc_off + descsz])))
+        off = end
+    return notes
+
+
+def host_page_size() -> int:
+    return resource.getpagesize()
+
+
+@dataclass
+class SourceInfo:
+    """Facts a writer copies into its output header when the input is already a dump file."""
+
+    timestamp: tuple[int, int] | None = None  # (tv_sec, tv_usec)
+    nr_cpus: int | None = None
+    phys_base: int | None = None
+    dump_level: int = 0
+    utsname: bytes | None = None  # 390 bytes
+    eraseinfo: bytes = b""
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class DumpSource(ABC):
+    """An opened vmcore or dump file: pages by pfn, notes, and the bitmaps of what is present.
+
+    ``read_pages(pfn, count, out)`` fills ``out`` (a writable buffer of count*page_size bytes) with
+    pages pfn..pfn+count-1; bytes that are not backed by the input read as zero.
+    """
+
+    format: str = "?"
+    path: str
+    page_size: int
+    max_mapnr: int
+    note_blob: bytes
+    notes: list[Note]
+    big_endian: bool = False
+    elf_class: int = 64
+    elf_machine: int = 62
+    info: SourceInfo
+
+    # --- notes -----------------------------------------------------------------------------
+    @property
+    def vmcoreinfo_note(self) -> Note | None:
+        """The VMCOREINFO note (type 0, exact name); the last one wins, as in makedumpfile."""
+        found = None
+        for n in self.notes:
+            if n.name == b"VMCOREINFO" and n.type == 0:
+                found = n
+        return found
+
+    @property
+    def vmcoreinfo_raw(self) -> bytes | None:
+        n = self.vmcoreinfo_note
+        return n.desc if n is not None else None
+
+    @property
+    def nr_cpus(self) -> int:
+        if self.info.nr_cpus is not None:
+            return self.info.nr_cpus
+        return sum(1 for n in self.notes if n.name == b"CORE" and n.type == NT_PRSTATUS)
+
+    # --- pages -----------------------------------------------------------------------------
+    @abstractmethod
+    def present_bitmap(self) -> Bitmap:
+        """The 1st bitmap: pfns that are memory (not holes)."""
+
+    @abstractmethod
+    def dumpable_bitmap(self) -> Bitmap:
+        """The starting 2nd bitmap: present pfns whose contents the input actually holds."""
+
+    @abstractmethod
+    def read_pages(self, pfn: int, count: int, out: memoryview | bytearray | np.ndarray) -> None:
+        """Fill ``out`` with ``count`` pages starting at ``pfn``."""
+
+    def read_page(self, pfn: int) -> bytes:
+        buf = bytearray(self.page_size)
+        self.read_pages(pfn, 1, buf)
+        return bytes(buf)
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        """Read physical memory (page-granular underneath)."""
+        ps = self.page_size
+        first = paddr // ps
+        last = (paddr + size + ps - 1) // ps
+        buf = bytearray((last - first) * ps)
+        self.read_pages(first, last - first, buf)
+        off = paddr - first * ps
+        return bytes(buf[off : off + size])
+
+    def close(self) -> None:  # pragma: no cover - trivial
+        pass
+
+    def __enter__(self) -> DumpSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FileView:
+    """Random access to a file: mmap when possible, with bounds checks that raise InputError."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise InputError(f"Can't open the input file {path}: {e.strerror}") from None
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        self.mm: mmap.mmap | None = None
+        if self.size > 0:
+            try:
+                self.mm = mmap.mmap(self.fd, 0, prot=mmap.PROT_READ)
+            except (OSError, ValueError):
+                self.mm = None  # /proc/vmcore without mmap support, pipes: fall back to pread
+
+    def pread(self, offset: int, size: int, what: str = "data") -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise InputError(
+                f"{self.path}: {what} at offset {offset} ({size} bytes) lies past the end of the file "
+                f"({self.size} bytes); the file is truncated or corrupt"
+            )
+        if self.mm is not None:
+            return self.mm[offset : offset + size]
+        data = os.pread(self.fd, size, offset)
+        if len(data) != size:
+            raise InputError(f"{self.path}: short read of {what} at offset {offset}")
+        return data
+
+    def view(self, offset: int, size: int) -> memoryview | bytes:
+        """Zero-copy view when mmapped (caller must drop it before close)."""
+        if self.mm is not None and 0 <= offset and offset + size <= self.size:
+            return memoryview(self.mm)[offset : offset + size]
+        return self.pread(offset, size)
+
+    def close(self) -> None:
+        if self.mm is not None:
+            try:
+                self.mm.close()
+            except BufferError:
+                pass
+            self.mm = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,233 @@
+"""ELF vmcores: /proc/vmcore from kdump, QEMU's dump-guest-memory ELF, our own -E output.
+
+Layouts: ELF64/ELF32 Ehdr and Phdr (formats-cli.md §3, filtering.md §2.1, §3.1). PT_NOTE holds the
+notes; each PT_LOAD maps [p_paddr, p_paddr+p_memsz) with p_filesz bytes at p_offset in the file.
+"""
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bitmap import Bitmap
+from ..errors import InputError
+from .base import DumpSource, FileView, SourceInfo, host_page_size, parse_notes
+
+PT_LOAD = 1
+PT_NOTE = 4
+PN_XNUM = 0xFFFF
+ET_CORE = 4
+
+# ELF header field layouts after e_ident (16 bytes)
+_EHDR64 = "HHIQQQIHHHHHH"  # type machine version entry phoff shoff flags ehsize phentsize phnum shentsize shnum shstrndx
+_EHDR32 = "HHIIIIIHHHHHH"
+_PHDR64 = "IIQQQQQQ"  # type flags offset vaddr paddr filesz memsz align
+_PHDR32 = "IIIIIIII"  # type offset vaddr paddr filesz memsz flags align
+_SHDR64 = "IIQQQQIIQQ"  # name type flags addr offset size link info addralign entsize
+_SHDR32 = "IIIIIIIIII"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A program header, normalised to the ELF64 field set."""
+
+    type: int
+    flags: int
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+    align: int
+
+
+@dataclass
+class ElfLayout:
+    elf_class: int
+    big_endian: bool
+    ident: bytes
+    ehdr: tuple[int, ...]
+    segments: list[Segment]
+    note: Segment | None
+
+    @property
+    def machine(self) -> int:
+        return self.ehdr[1]
+
+    @property
+    def e_flags(self) -> int:
+        return self.ehdr[6]
+
+
+def parse_elf_headers(fv: FileView) -> ElfLayout:
+    """Parse and validate ELF and program headers; InputError on anything inconsistent."""
+    if fv.size < 16:
+        raise InputError(f"{fv.path}: not a vmcore: file too small to hold an ELF header")
+    ident = fv.pread(0, 16, "ELF identification")
+    if ident[:4] != b"\x7fELF":
+        raise InputError(f"{fv.path}: not a vmcore (no ELF or KDUMP signature)")
+    cls = ident[4]
+    if cls not in (1, 2):
+        raise InputError(f"{fv.path}: unsupported ELF class {cls}")
+    if ident[5] not in (1, 2):
+        raise InputError(f"{fv.path}: unsupported ELF data encoding {ident[5]}")
+    be = ident[5] == 2
+    end = ">" if be else "<"
+    ehfmt = struct.Struct(end + (_EHDR64 if cls == 2 else _EHDR32))
+    phfmt = struct.Struct(end + (_PHDR64 if cls == 2 else _PHDR32))
+    ehdr = ehfmt.unpack(fv.pread(16, ehfmt.size, "ELF header"))
+    e_type, _machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, _shes, shnum, _shstr = ehdr
+    if e_type != ET_CORE:
+        raise InputError(f"{fv.path}: ELF file is not a core file (e_type {e_type})")
+    if phentsize != phfmt.size:
+        raise InputError(f"{fv.path}: bad ELF program header size {phentsize} (expected {phfmt.size})")
+    if phnum == PN_XNUM:
+        shfmt = struct.Struct(end + (_SHDR64 if cls == 2 else _SHDR32))
+        if shoff == 0 or shnum == 0:
+            raise InputError(f"{fv.path}: e_phnum is PN_XNUM but there is no section header 0")
+        sh = shfmt.unpack(fv.pread(shoff, shfmt.size, "section header 0 (extended program header count)"))
+        phnum = sh[7]
+    if phnum == 0:
+        raise InputError(f"{fv.path}: ELF core file has no program headers")
+    raw = fv.pread(phoff, phnum * phfmt.size, f"{phnum} ELF program headers (truncated ELF headers)")
+    segments: list[Segment] = []
+    note: Segment | None = None
+    for i in range(phnum):
+        f = phfmt.unpack_from(raw, i * phfmt.size)
+        if cls == 2:
+            seg = Segment(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7])
+        else:
+            seg = Segment(f[0], f[6], f[1], f[2], f[3], f[4], f[5], f[7])
+        if seg.type == PT_NOTE:
+            note = seg  # the last PT_NOTE wins, as in makedumpfile
+        elif seg.type == PT_LOAD:
+            if seg.filesz > seg.memsz:
+                raise InputError(f"{fv.path}: PT_LOAD {i} has p_filesz {seg.filesz:#x} > p_memsz {seg.memsz:#x}")
+            if seg.offset + seg.filesz > fv.size:
+                raise InputError(
+                    f"{fv.path}: PT_LOAD {i} (paddr {seg.paddr:#x}, {seg.filesz:#x} bytes at offset {seg.offset:#x}) "
+                    f"lies past the end of the file ({fv.size:#x} bytes); the vmcore is truncated"
+                )
+        segments.append(seg)
+    return ElfLayout(cls, be, ident, ehdr, segments, note)
+
+
+class ElfSource(DumpSource):
+    """An ELF64/ELF32 vmcore."""
+
+    format = "elf"
+
+    def __init__(self, path: str, fv: FileView | None = None, page_size: int | None = None) -> None:
+        self.path = path
+        self.fv = fv or FileView(path)
+        try:
+            self.layout = parse_elf_headers(self.fv)
+            self.elf_class = self.layout.elf_class
+            self.big_endian = self.layout.big_endian
+            self.elf_machine = self.layout.machine
+            note = self.layout.note
+            if note is not None and note.filesz:
+                self.note_blob = self.fv.pread(note.offset, note.filesz, "PT_NOTE data (truncated notes)")
+            else:
+                self.note_blob = b""
+            self.notes = parse_notes(self.note_blob, self.big_endian)
+            self.loads = [s for s in self.layout.segments if s.type == PT_LOAD]
+            if not self.loads:
+                raise InputError(f"{path}: the vmcore has no PT_LOAD segments")
+            self.page_size = page_size or self._page_size_from_notes() or host_page_size()
+            ps = self.page_size
+            max_paddr = max(s.paddr + s.memsz for s in self.loads)
+            self.max_mapnr = (max_paddr + ps - 1) // ps
+            if self.max_mapnr > 1 << 40:
+                raise InputError(f"{path}: PT_LOAD addresses up to {max_paddr:#x} are not plausible physical memory")
+            self._build_read_index()
+        except BaseException:
+            self.fv.close()
+            raise
+        self.info = SourceInfo()
+
+    def _page_size_from_notes(self) -> int | None:
+        from ..kernel.vmcoreinfo import VmcoreInfo
+
+        raw = self.vmcoreinfo_raw
+        if raw is None:
+            return None
+        return VmcoreInfo.parse(raw).page_size
+
+    def _build_read_index(self) -> None:
+        """Disjoint physical ranges backed by file data; the first PT_LOAD in header order wins."""
+        covered: list[tuple[int, int, int]] = []  # (pstart, pend, file_offset_of_pstart)
+        for seg in self.loads:
+            pieces = [(seg.paddr, seg.paddr + seg.filesz)]
+            for cs, ce, _ in covered:
+                nxt = []
+                for s, e in pieces:
+                    if e <= cs or s >= ce:
+                        nxt.append((s, e))
+                        continue
+                    if s < cs:
+                        nxt.append((s, cs))
+                    if e > ce:
+                        nxt.append((ce, e))
+                pieces = nxt
+            for s, e in pieces:
+                if e > s:
+                    covered.append((s, e, seg.offset + (s - seg.paddr)))
+        covered.sort()
+        self._starts = [c[0] for c in covered]
+        self._ranges = covered
+
+    # --- bitmaps -------------------------------------------------------------------------------
+    def present_bitmap(self) -> Bitmap:
+        """makedumpfile's rule: [floor(start/ps), floor(end/ps)) for each PT_LOAD (filtering.md §4.1)."""
+        bm = Bitmap(self.max_mapnr)
+        ps = self.page_size
+        for s in self.loads:
+            bm.set_range(s.paddr // ps, (s.paddr + s.memsz) // ps)
+        return bm
+
+    def dumpable_bitmap(self) -> Bitmap:
+        """The 1st bitmap minus pages past p_filesz of a PT_LOAD (exclude_nodata_pages)."""
+        bm = self.present_bitmap()
+        ps = self.page_size
+        for s in self.loads:
+            if s.filesz < s.memsz:
+                bm.clear_range((s.paddr + s.filesz + ps - 1) // ps, (s.paddr + s.memsz + ps - 1) // ps)
+        return bm
+
+    # --- pages ---------------------------------------------------------------------------------
+    def read_pages(self, pfn: int, count: int, out: memoryview | bytearray | np.ndarray) -> None:
+        ps = self.page_size
+        dst = np.frombuffer(out, dtype=np.uint8) if not isinstance(out, np.ndarray) else out.view(np.uint8).reshape(-1)
+        nbytes = count * ps
+        if dst.size < nbytes:
+            raise ValueError("read_pages: output buffer too small")
+        start = pfn * ps
+        end = start + nbytes
+        i = bisect.bisect_right(self._starts, start) - 1
+        if i < 0:
+            i = 0
+        pos = start  # everything before pos has been filled
+        mm = self.fv.mm
+        while i < len(self._ranges):
+            s, e, foff = self._ranges[i]
+            if s >= end:
+                break
+            if e > start:
+                a = max(s, start)
+                b = min(e, end)
+                if a > pos:
+                    dst[pos - start : a - start] = 0
+                if mm is not None:
+                    dst[a - start : b - start] = np.frombuffer(mm, dtype=np.uint8, count=b - a, offset=foff + (a - s))
+                else:
+                    dst[a - start : b - start] = np.frombuffer(self.fv.pread(foff + (a - s), b - a), dtype=np.uint8)
+                pos = max(pos, b)
+            i += 1
+        if pos < end:
+            dst[pos - start : nbytes] = 0
+
+    def close(self) -> None:
+        self.fv.close()

@@ -1,0 +1,177 @@
+"""The flattened format (``makedumpfile -F``): a 4096-byte header, then (offset, size, data) records,
+then an end marker of (-1, -1). formats-cli.md §2.
+
+``FlatView`` gives random access to a flattened *file* (later records win where they overlap), so a
+flattened dump can be opened like the file it stands for. ``rearrange`` turns a stream into that file.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+from typing import BinaryIO
+
+from ..errors import InputError
+from ..layouts import FLAT_HEADER, FLAT_HEADER_SIZE, FLAT_RECORD, FLAT_SIGNATURE, FLAT_TYPE
+
+MAX_OFFSET = 1 << 47  # no real dump file is 128 TiB; larger offsets mean a corrupt stream
+MAX_RECORD = 1 << 32
+
+
+def check_flat_header(head: bytes, where: str) -> None:
+    if len(head) < FLAT_HEADER_SIZE:
+        raise InputError(f"{where}: flattened stream is truncated in its header ({len(head)} of 4096 bytes)")
+    sig, ftype, _version = FLAT_HEADER.unpack_from(head)
+    if sig.split(b"\0", 1)[0] != FLAT_SIGNATURE:
+        raise InputError(f"{where}: not a flattened dump (wrong signature)")
+    if ftype != FLAT_TYPE:
+        raise InputError(f"{where}: flattened header has unknown type {ftype}")
+
+
+def check_record(offset: int, size: int, where: str, pos: int) -> bool:
+    """True for a data record, False for the end marker; InputError for anything else."""
+    if offset == -1 and size == -1:
+        return False
+    if offset < 0 or size <= 0:
+        raise InputError(
+            f"{where}: invalid record at stream offset {pos}: offset {offset}, size {size} "
+            "(Can't get valid end header of flattened format)"
+        )
+    if offset >= MAX_OFFSET or offset + size > MAX_OFFSET or size > MAX_RECORD:
+        raise InputError(f"{where}: record at stream offset {pos} has an implausible offset {offset:#x} / size {size:#x}")
+    return True
+
+
+class FlatView:
+    """Random access over a flattened file, as if it had been rearranged."""
+
+    mm = None
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise InputError(f"Can't open the input file {path}: {e.strerror}") from None
+        try:
+            self._index()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _index(self) -> None:
+        fsize = os.fstat(self.fd).st_size
+        check_flat_header(os.pread(self.fd, FLAT_HEADER_SIZE, 0), self.path)
+        pos = FLAT_HEADER_SIZE
+        starts: list[int] = []
+        ivs: list[tuple[int, int, int]] = []  # disjoint (dest_start, dest_end, src_offset_of_dest_start)
+        end_seen = False
+        while pos + FLAT_RECORD.size <= fsize:
+            off, size = FLAT_RECORD.unpack(os.pread(self.fd, FLAT_RECORD.size, pos))
+            if not check_record(off, size, self.path, pos):
+                end_seen = True
+                break
+            src = pos + FLAT_RECORD.size
+            if src + size > fsize:
+                break
+            self._insert(starts, ivs, off, off + size, src)
+            pos = src + size
+        if not end_seen:
+            raise InputError(f"{self.path}: flattened dump is truncated (no end marker)")
+        self._starts, self._ivs = starts, ivs
+        self.size = max((e for _, e, _ in ivs), default=0)
+
+    @staticmethod
+    def _insert(starts: list[int], ivs: list[tuple[int, int, int]], s: int, e: int, src: int) -> None:
+        i = bisect.bisect_right(starts, s) - 1
+        if i >= 0 and ivs[i][1] > s:
+            ps, pe, psrc = ivs[i]
+            ivs[i] = (ps, s, psrc)
+            starts[i] = ps
+            if pe > e:  # the new record splits an older one
+                ivs.insert(i + 1, (e, pe, psrc + (e - ps)))
+                starts.insert(i + 1, e)
+            i += 1
+        else:
+            i += 1
+        j = i
+        while j < len(ivs) and ivs[j][0] < e:
+            js, je, jsrc = ivs[j]
+            if je > e:
+                ivs[j] = (e, je, jsrc + (e - js))
+                starts[j] = e
+                break
+            j += 1
+        del ivs[i:j]
+        del starts[i:j]
+        # drop empty pieces left by the trim
+        if i > 0 and ivs[i - 1][0] == ivs[i - 1][1]:
+            del ivs[i - 1]
+            del starts[i - 1]
+            i -= 1
+        ivs.insert(i, (s, e, src))
+        starts.insert(i, s)
+
+    def pread(self, offset: int, size: int, what: str = "data") -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise InputError(f"{self.path}: {what} at offset {offset} lies past the end of the flattened dump")
+        out = bytearray(size)
+        end = offset + size
+        i = max(bisect.bisect_right(self._starts, offset) - 1, 0)
+        while i < len(self._ivs):
+            s, e, src = self._ivs[i]
+            if s >= end:
+                break
+            if e > offset:
+                a, b = max(s, offset), min(e, end)
+                out[a - offset : b - offset] = os.pread(self.fd, b - a, src + (a - s))
+            i += 1
+        return bytes(out)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    chunks = []
+    got = 0
+    while got < n:
+        b = stream.read(n - got)
+        if not b:
+            break
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+def rearrange(stream: BinaryIO, write_at, where: str = "standard input", chunk: int = 1 << 20) -> int:
+    """Read a flattened stream and call ``write_at(offset, data)`` for every record.
+
+    Returns the number of records. Stops at the end marker; a truncated stream is an InputError at
+    once (makedumpfile waits 600 s for more data; we do not).
+    """
+    check_flat_header(_read_exact(stream, FLAT_HEADER_SIZE), where)
+    pos = FLAT_HEADER_SIZE
+    nrec = 0
+    while True:
+        hdr = _read_exact(stream, FLAT_RECORD.size)
+        if len(hdr) < FLAT_RECORD.size:
+            raise InputError(f"{where}: flattened stream is truncated at byte {pos + len(hdr)} (no end marker)")
+        off, size = FLAT_RECORD.unpack(hdr)
+        if not check_record(off, size, where, pos):
+            return nrec
+        pos += FLAT_RECORD.size
+        done = 0
+        while done < size:
+            n = min(chunk, size - done)
+            data = _read_exact(stream, n)
+            if len(data) < n:
+                raise InputError(
+                    f"{where}: flattened stream is truncated at byte {pos + done + len(data)} "
+                    f"(inside a record of {size} bytes)"
+                )
+            write_at(off + done, data)
+            done += n
+        pos += size
+        nrec += 1

@@ -1,0 +1,175 @@
+"""kdump-compressed output (formats-cli.md §1): header, sub header + notes, two bitmaps,
+page descriptors, page data; the shared zero page first when dump level bit 1 is set.
+
+Crash safety: on a seekable file the header is written first with DUMP_DH_COMPRESSED_INCOMPLETE set
+and only cleared after all data and descriptors are written and synced, so a file cut short by a
+crash, a signal or ENOSPC is always marked incomplete. Pages whose data did not reach the file keep
+an all-zero descriptor (offset 0), which readers report as "page incomplete".
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .._speedups.pages import zero_pages
+from ..errors import NoSpaceError
+from ..layouts import (
+    DUMP_DH_COMPRESSED_INCOMPLETE,
+    KDUMP_SUB_HEADER,
+    PAGE_DESC,
+    DiskDumpHeader,
+    KdumpSubHeader,
+)
+from ..plan import DumpPlan
+from ..report import Messages
+from ..stats import Stats
+from .sink import Sink
+
+DESC_DTYPE = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
+assert DESC_DTYPE.itemsize == PAGE_DESC.size
+
+
+class KdumpLayout:
+    """File offsets of every region for a plan (§1.1, §1.7)."""
+
+    def __init__(self, plan: DumpPlan, num_dumpable: int) -> None:
+        bs = plan.page_size
+        self.block_size = bs
+        self.size_note = len(plan.note_blob)
+        self.offset_note = bs + KDUMP_SUB_HEADER.size if self.size_note else 0
+        self.sub_hdr_size = max(1, -(-(KDUMP_SUB_HEADER.size + self.size_note) // bs))
+        self.bitmap_bytes = -(-((plan.max_mapnr + 7) // 8) // bs) * bs
+        self.bitmap_blocks = 2 * self.bitmap_bytes // bs
+        self.bitmap1_off = (1 + self.sub_hdr_size) * bs
+        self.bitmap2_off = self.bitmap1_off + self.bitmap_bytes
+        self.pd_off = (1 + self.sub_hdr_size + self.bitmap_blocks) * bs
+        self.num_dumpable = num_dumpable
+        self.data_off = self.pd_off + PAGE_DESC.size * num_dumpable
+
+
+def _headers(plan: DumpPlan, lay: KdumpLayout, status: int, erase: tuple[int, int]) -> tuple[bytes, bytes]:
+    hdr = DiskDumpHeader(
+        utsname=plan.utsname,
+        tv_sec=plan.timestamp[0],
+        tv_usec=plan.timestamp[1],
+        status=status,
+        block_size=lay.block_size,
+        sub_hdr_size=lay.sub_hdr_size,
+        bitmap_blocks=lay.bitmap_blocks,
+        max_mapnr=min(plan.max_mapnr, 0xFFFFFFFF),
+        nr_cpus=plan.nr_cpus,
+    )
+    vmci_off, vmci_size = 0, 0
+    if plan.vmcoreinfo_desc is not None and lay.offset_note:
+        vmci_off = lay.offset_note + plan.vmcoreinfo_desc[0]
+        vmci_size = plan.vmcoreinfo_desc[1]
+    sub = KdumpSubHeader(
+        phys_base=plan.phys_base,
+        dump_level=plan.dump_level,
+        offset_vmcoreinfo=vmci_off,
+        size_vmcoreinfo=vmci_size,
+        offset_note=lay.offset_note,
+        size_note=lay.size_note,
+        offset_eraseinfo=erase[0],
+        size_eraseinfo=erase[1],
+        max_mapnr_64=plan.max_mapnr,
+    )
+    return hdr.pack(), sub.pack()
+
+
+def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
+    """Write the whole dump; raises NoSpaceError (after marking the file) when space runs out."""
+    bs = plan.page_size
+    bm2 = plan.bitmap2
+    lay = KdumpLayout(plan, bm2.count())
+    status = plan.codec.flag if plan.codec else 0
+    if sink.seekable:
+        h, s = _headers(plan, lay, status | DUMP_DH_COMPRESSED_INCOMPLETE, (0, 0))
+        sink.pwrite(h, 0)
+        sink.pwrite(s, bs)
+    if lay.size_note:
+        sink.pwrite(plan.note_blob, lay.offset_note)
+    sink.pwrite(plan.bitmap1.tobytes(lay.bitmap_bytes), lay.bitmap1_off)
+    sink.pwrite(bm2.tobytes(lay.bitmap_bytes), lay.bitmap2_off)
+
+    zero_off = lay.data_off
+    pos = lay.data_off
+    if plan.exclude_zero:
+        sink.pwrite(bytes(bs), zero_off)
+        pos += bs
+
+    compress = plan.codec.new_compressor() if plan.codec else None
+    cflag = plan.codec.flag if plan.codec else 0
+    window = max(8, plan.batch_pages)
+    buf = np.empty(window * bs, dtype=np.uint8)
+    zflags = np.empty(window, dtype=np.uint8)
+    idx = 0
+    t0 = time.monotonic()
+    total = lay.num_dumpable
+    for w in range(0, plan.max_mapnr, window):
+        sel = np.flatnonzero(bm2.unpack(w, w + window))
+        if sel.size == 0:
+            continue
+        first = int(sel[0])
+        n = int(sel[-1]) + 1 - first
+        plan.src.read_pages(w + first, n, buf)
+        zero_pages(buf, bs, n, zflags)
+        descs = np.zeros(sel.size, dtype=DESC_DTYPE)
+        chunks: list[bytes] = []
+        ends = np.empty(sel.size, dtype=np.int64)
+        cur = 0
+        mv = memoryview(buf)
+        for j, i in enumerate((sel - first).tolist()):
+            if zflags[i] and plan.exclude_zero:
+                descs[j] = (zero_off, bs, 0, 0)
+                stats.zero += 1
+            else:
+                page = mv[i * bs : (i + 1) * bs].tobytes()
+                data = page
+                fl = 0
+                if compress is not None:
+                    c = compress(page)
+                    if len(c) < bs:
+                        data, fl = c, cflag
+                descs[j] = (pos + cur, len(data), fl, 0)
+                chunks.append(data)
+                cur += len(data)
+                stats.dumped += 1
+            ends[j] = cur
+        try:
+            sink.pwrite(b"".join(chunks), pos)
+        except NoSpaceError as e:
+            written = getattr(e, "written", 0)
+            k = int(np.searchsorted(ends, written, side="right"))
+            try:
+                sink.pwrite(descs[:k].tobytes(), lay.pd_off + PAGE_DESC.size * idx)
+            except NoSpaceError:
+                pass
+            raise
+        sink.pwrite(descs.tobytes(), lay.pd_off + PAGE_DESC.size * idx)
+        idx += sel.size
+        pos += cur
+        msgs.progress("Copying data", idx, total, t0)
+    msgs.progress("Copying data", total, total, t0)
+
+    erase = (0, 0)
+    if plan.eraseinfo:
+        sink.pwrite(plan.eraseinfo, pos)
+        erase = (pos, len(plan.eraseinfo))
+    h, s = _headers(plan, lay, status, erase)
+    if sink.seekable:
+        if erase[1]:
+            sink.patch(s, bs)
+        sink.sync()
+        sink.patch(h, 0)
+        sink.sync()
+    else:
+        sink.pwrite(s, bs)
+        sink.pwrite(h, 0)
+
+
+def mark_incomplete(sink: Sink) -> None:
+    """The header already carries the incomplete bit on a seekable sink; make sure it is on disk."""
+    if sink.seekable:
+        sink.sync()

@@ -1,0 +1,212 @@
+"""Where output bytes go: a seekable file (positioned writes, holes for gaps) or a flattened stream.
+
+Writers only call ``pwrite(data, offset)``; the flattened sink turns each call into a record
+(formats-cli.md §2.2). Both count "Write bytes" as makedumpfile's report does.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import BinaryIO
+
+from ..errors import NoSpaceError, OutputError
+from ..layouts import FLAT_END, FLAT_HEADER, FLAT_HEADER_SIZE, FLAT_RECORD, FLAT_SIGNATURE, FLAT_TYPE, FLAT_VERSION
+
+
+class Sink:
+    """Interface: positioned writes of the output file."""
+
+    seekable = True
+    name = "?"
+    bytes_written = 0
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        raise NotImplementedError
+
+    def patch(self, data: bytes, offset: int) -> None:
+        """A small rewrite inside already-written bytes (header status); ignores the size limit."""
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        """Everything was written successfully."""
+
+    def abort(self) -> None:
+        """Stop after a failure; keep what is there (it is marked incomplete by the writer)."""
+
+    def discard(self) -> None:
+        """Remove the output entirely (before a retry with another dump level)."""
+
+
+def open_output(path: str, force: bool) -> int:
+    """Create the dump file with mode 0600, refusing an existing one unless ``force``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    if os.path.lexists(path):
+        if not force:
+            raise OutputError(f"Can't create the dump file {path}: it already exists (use -f to overwrite)")
+        if os.path.isdir(path):
+            raise OutputError(f"Can't create the dump file {path}: it is a directory")
+    else:
+        flags |= os.O_EXCL
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        raise OutputError(f"Can't open the dump file({path}). {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    return fd
+
+
+class FileSink(Sink):
+    """A regular file (or block device) written with pwrite; ``limit`` is makedumpfile's -L."""
+
+    def __init__(self, path: str, force: bool = False, limit: int | None = None) -> None:
+        self.name = path
+        self.path = path
+        self.limit = limit
+        self.fd = open_output(path, force)
+        self.bytes_written = 0
+        self.size = 0
+
+    def _nospace(self, why: str) -> NoSpaceError:
+        return NoSpaceError(f"Can't write the dump file({self.path}). {why}")
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        mv = memoryview(data).cast("B")
+        n = len(mv)
+        if n == 0:
+            return
+        allowed = n
+        if self.limit is not None and offset + n > self.limit:
+            allowed = max(0, self.limit - offset)
+        done = 0
+        while done < allowed:
+            try:
+                w = os.pwrite(self.fd, mv[done:allowed], offset + done)
+            except OSError as e:
+                self.bytes_written += done
+                self.size = max(self.size, offset + done)
+                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    err = self._nospace(os.strerror(e.errno))
+                    err.written = done  # type: ignore[attr-defined]
+                    raise err from None
+                raise OutputError(f"Can't write the dump file({self.path}). {e.strerror}") from None
+            if w == 0:
+                break
+            done += w
+        self.bytes_written += done
+        self.size = max(self.size, offset + done)
+        if done < n:
+            err = self._nospace(f"Size limit({self.limit}) reached.") if allowed < n else self._nospace("Short write.")
+            err.written = done  # type: ignore[attr-defined]
+            raise err
+
+    def patch(self, data: bytes, offset: int) -> None:
+        try:
+            os.pwrite(self.fd, data, offset)
+        except OSError as e:
+            raise OutputError(f"Can't write the dump file({self.path}). {e.strerror}") from None
+        self.bytes_written += len(data)
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EROFS):
+                raise OutputError(f"Can't sync the dump file({self.path}). {e.strerror}") from None
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def finish(self) -> None:
+        self._close()
+
+    def abort(self) -> None:
+        try:
+            self.sync()
+        except OutputError:
+            pass
+        self._close()
+
+    def discard(self) -> None:
+        self._close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class FlatSink(Sink):
+    """makedumpfile's flattened stream on a pipe (``-F``): header, records, end marker."""
+
+    seekable = False
+
+    def __init__(self, out: BinaryIO | int, name: str = "STDOUT", limit: int | None = None) -> None:
+        self.name = name
+        self.fd = out if isinstance(out, int) else out.fileno()
+        self.limit = limit
+        self.bytes_written = 0
+        head = FLAT_HEADER.pack(FLAT_SIGNATURE.ljust(16, b"\0"), FLAT_TYPE, FLAT_VERSION).ljust(FLAT_HEADER_SIZE, b"\0")
+        self._emit(head)
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        mv = memoryview(data).cast("B")
+        while len(mv):
+            try:
+                w = os.write(self.fd, mv)
+            except BrokenPipeError:
+                raise OutputError("Can't write the flattened stream: the reader closed the pipe") from None
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise NoSpaceError(f"Can't write the dump file({self.name}). {e.strerror}") from None
+                raise OutputError(f"Can't write the flattened stream: {e.strerror}") from None
+            self.bytes_written += w
+            mv = mv[w:]
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        n = len(memoryview(data).cast("B"))
+        if n == 0:
+            return
+        if self.limit is not None and self.bytes_written + FLAT_RECORD.size + n > self.limit:
+            err = NoSpaceError(f"Can't write the dump file({self.name}). Size limit({self.limit}) reached.")
+            err.written = 0  # type: ignore[attr-defined]
+            raise err
+        self._emit(FLAT_RECORD.pack(offset, n))
+        self._emit(data)
+
+    def patch(self, data: bytes, offset: int) -> None:
+        self._emit(FLAT_RECORD.pack(offset, len(data)))
+        self._emit(data)
+
+    def finish(self) -> None:
+        self._emit(FLAT_END)
+
+    def abort(self) -> None:
+        pass  # no end marker: -R refuses the stream
+
+    def discard(self) -> None:
+        raise OutputError("Can't retry with another dump level on a flattened stream")
+
+
+class NullSink(Sink):
+    """``--dry-run``: count what would be written, write nothing."""
+
+    name = "(dry run)"
+
+    def __init__(self) -> None:
+        self.bytes_written = 0
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        self.bytes_written += len(memoryview(data).cast("B"))
+
+    def patch(self, data: bytes, offset: int) -> None:
+        self.bytes_written += len(data)
