@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 KDUMP_SIGNATURE = b"KDUMP   "
 DISKDUMP_SIGNATURE = b"DISKDUMP"
 HEADER_VERSION = 6
@@ -35,6 +37,8 @@ assert KDUMP_SUB_HEADER.size == 104
 
 PAGE_DESC = struct.Struct("<qIIQ")
 assert PAGE_DESC.size == 24
+DESC_DTYPE = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
+assert DESC_DTYPE.itemsize == PAGE_DESC.size
 
 # flattened format (§2.2), big-endian
 FLAT_SIGNATURE = b"makedumpfile"

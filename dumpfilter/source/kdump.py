@@ -9,6 +9,7 @@ import numpy as np
 from ..bitmap import Bitmap
 from ..errors import InputError
 from ..layouts import (
+    DESC_DTYPE,
     DISK_DUMP_HEADER,
     DISKDUMP_SIGNATURE,
     KDUMP_SIGNATURE,
@@ -75,6 +76,7 @@ class KdumpSource(DumpSource):
             raise InputError(
                 f"{path}: page descriptors for {self.num_dumpable} pages lie past the end of the file; truncated"
             )
+        self._check_descriptors()
         # cumulative popcount per 64-pfn word: descriptor index of pfn = rank of its bit
         b = self._bitmap2.bits
         nwords = (b.size + 7) // 8
@@ -98,6 +100,22 @@ class KdumpSource(DumpSource):
         if self.split:
             raise InputError(f"{path}: a --split part cannot be read alone; reassemble the set first")
         self.incomplete = bool(h.status & 0x8)
+
+    def _check_descriptors(self, chunk: int = 1 << 16) -> None:
+        """Every descriptor must point inside the file (offset 0 = lost page of an incomplete dump)."""
+        ps = self.page_size
+        for start in range(0, self.num_dumpable, chunk):
+            n = min(chunk, self.num_dumpable - start)
+            raw = self.fv.pread(self.pd_off + start * PAGE_DESC.size, n * PAGE_DESC.size, "page descriptors")
+            d = np.frombuffer(raw, dtype=DESC_DTYPE)
+            live = d["offset"] != 0
+            bad = live & ((d["offset"] < 0) | (d["size"] > ps) | (d["offset"] + d["size"].astype(np.int64) > self.fv.size))
+            if bad.any():
+                i = start + int(bad.argmax())
+                raise InputError(
+                    f"{self.path}: page descriptor {i} points past the end of the file or is corrupt; "
+                    "the file is truncated"
+                )
 
     def present_bitmap(self) -> Bitmap:
         return self._bitmap1.copy()

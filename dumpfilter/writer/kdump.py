@@ -15,6 +15,7 @@ import numpy as np
 from .._speedups.pages import zero_pages
 from ..errors import NoSpaceError
 from ..layouts import (
+    DESC_DTYPE,
     DUMP_DH_COMPRESSED_INCOMPLETE,
     KDUMP_SUB_HEADER,
     PAGE_DESC,
@@ -26,8 +27,6 @@ from ..report import Messages
 from ..stats import Stats
 from .sink import Sink
 
-DESC_DTYPE = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
-assert DESC_DTYPE.itemsize == PAGE_DESC.size
 
 
 class KdumpLayout:
