@@ -10,6 +10,12 @@ extensions = [
         include_dirs=[numpy.get_include()],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "dumpfilter._speedups.classify",
+        ["_speedups/classify.pyx"],
+        include_dirs=[numpy.get_include()],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False}))

@@ -72,6 +72,7 @@ class DumpJob:
     num_threads: int = 0
     batch_pages: int = 1024
     explicit_level: bool = False
+    cyclic_buffer: int | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,7 +187,7 @@ def parse_args(argv: list[str]) -> DumpJob | str:
     if a.block_order is not None:
         _int(a.block_order, "block_order")
     if a.cyclic_buffer is not None:
-        _int(a.cyclic_buffer, "cyclic_buffer")
+        job.cyclic_buffer = _int(a.cyclic_buffer, "cyclic_buffer")
     pos = a.positional
 
     if job.rearrange:

@@ -68,7 +68,10 @@ def build_plan(job, src: DumpSource, level: int, msgs: Messages, stats: Stats) -
         ts = ((vi.crashtime or 0) if vi is not None else 0, 0)
         pbase = x86_64.phys_base(src, vi) if src.elf_machine == x86_64.EM_X86_64 else 0
     note = src.vmcoreinfo_note
-    bitmap1 = src.present_bitmap()
+    # makedumpfile keeps both bitmaps whole ("non-cyclic") when they fit its 4 MiB buffer, and then
+    # marks a segment's partial last page in the 1st bitmap (formats-cli.md §1.5, §5.3)
+    noncyclic = src.max_mapnr * 2 // 8 <= 4 << 20 and not job.cyclic_buffer
+    bitmap1 = src.present_bitmap(partial_last=noncyclic)
     bitmap2 = src.dumpable_bitmap()
     stats.max_mapnr = src.max_mapnr
     stats.page_size = ps

@@ -117,3 +117,56 @@ def drgn_program(path: str):
 
 def file_mode(path: str) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+class ElfCore:
+    """An ELF vmcore read with plain struct calls (independent of dumpfilter.source)."""
+
+    def __init__(self, path: str) -> None:
+        import mmap
+
+        self.path = path
+        self.f = open(path, "rb")
+        self.mm = mmap.mmap(self.f.fileno(), 0, prot=mmap.PROT_READ)
+        assert self.mm[:4] == b"\x7fELF" and self.mm[4] == 2
+        phoff = struct.unpack_from("<Q", self.mm, 32)[0]
+        phnum = struct.unpack_from("<H", self.mm, 56)[0]
+        self.loads = []
+        self.notes = b""
+        for i in range(phnum):
+            t, _fl, off, va, pa, fs, ms, _al = struct.unpack_from("<IIQQQQQQ", self.mm, phoff + 56 * i)
+            if t == 1:
+                self.loads.append((pa, fs, ms, off, va))
+            elif t == 4:
+                self.notes = self.mm[off : off + fs]
+        self.page_size = 4096
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        out = bytearray(size)
+        for pa, fs, _ms, off, _va in self.loads:
+            a, b = max(pa, paddr), min(pa + fs, paddr + size)
+            if a < b:
+                out[a - paddr : b - paddr] = self.mm[off + a - pa : off + b - pa]
+        return bytes(out)
+
+    def zero_pfns(self, pfns: np.ndarray) -> set[int]:
+        ps = self.page_size
+        zero = set()
+        for pfn in pfns.tolist():
+            if self.read_phys(pfn * ps, ps) == bytes(ps):
+                zero.add(pfn)
+        return zero
+
+
+def runs_of(pfns: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous [start, end) runs of a sorted pfn array."""
+    if pfns.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(pfns) != 1)
+    starts = np.concatenate(([pfns[0]], pfns[breaks + 1]))
+    ends = np.concatenate((pfns[breaks] + 1, [pfns[-1] + 1]))
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def makedumpfile(args: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["makedumpfile"] + [str(a) for a in args], capture_output=True, timeout=timeout, **kw)

@@ -120,7 +120,7 @@ class DumpSource(ABC):
 
     # --- pages -----------------------------------------------------------------------------
     @abstractmethod
-    def present_bitmap(self) -> Bitmap:
+    def present_bitmap(self, partial_last: bool = False) -> Bitmap:
         """The 1st bitmap: pfns that are memory (not holes)."""
 
     @abstractmethod

@@ -180,16 +180,21 @@ class ElfSource(DumpSource):
         self._ranges = covered
 
     # --- bitmaps -------------------------------------------------------------------------------
-    def present_bitmap(self) -> Bitmap:
-        """makedumpfile's rule: [floor(start/ps), floor(end/ps)) for each PT_LOAD (filtering.md §4.1)."""
+    def present_bitmap(self, partial_last: bool = False) -> Bitmap:
+        """[floor(start/ps), floor(end/ps)) for each PT_LOAD (filtering.md §4.1).
+
+        With ``partial_last`` a segment's partial last page is marked too, as makedumpfile's
+        non-cyclic mode does in the 1st bitmap (formats-cli.md §1.5, checked against 1.7.2).
+        """
         bm = Bitmap(self.max_mapnr)
         ps = self.page_size
         for s in self.loads:
-            bm.set_range(s.paddr // ps, (s.paddr + s.memsz) // ps)
+            end = s.paddr + s.memsz
+            bm.set_range(s.paddr // ps, -(-end // ps) if partial_last else end // ps)
         return bm
 
     def dumpable_bitmap(self) -> Bitmap:
-        """The 1st bitmap minus pages past p_filesz of a PT_LOAD (exclude_nodata_pages)."""
+        """The floor-rule 1st bitmap minus pages past p_filesz of a PT_LOAD (exclude_nodata_pages)."""
         bm = self.present_bitmap()
         ps = self.page_size
         for s in self.loads:

@@ -117,7 +117,7 @@ class KdumpSource(DumpSource):
                     "the file is truncated"
                 )
 
-    def present_bitmap(self) -> Bitmap:
+    def present_bitmap(self, partial_last: bool = False) -> Bitmap:
         return self._bitmap1.copy()
 
     def dumpable_bitmap(self) -> Bitmap:

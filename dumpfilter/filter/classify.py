@@ -1,0 +1,78 @@
+"""Per section: read the struct page block, classify it in one Cython call, clear the 2nd bitmap.
+
+filtering.md §5: sections in ascending order; inside a section an excluded compound/buddy range is
+skipped as a whole; every section restarts at its own first pfn.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._speedups.classify import classify_section
+from ..bitmap import Bitmap
+from ..errors import DumpfilterError, KernelDataError, VmcoreinfoError
+from ..kernel.arch.x86_64 import EM_X86_64, X86_64
+from ..kernel.memmap import MemMap, find_mem_map
+from ..kernel.pagetypes import PageTypes, derive
+from ..kernel.vmcoreinfo import VmcoreInfo
+from ..source.base import DumpSource
+from ..stats import Stats
+
+CHUNK_PAGES = 1 << 15  # struct pages per Cython call at most (2 MiB of 64-byte struct pages)
+
+
+class KernelView:
+    """Everything the classifier needs from the kernel of one dump, found once."""
+
+    def __init__(self, src: DumpSource, vi: VmcoreInfo) -> None:
+        if src.elf_machine != EM_X86_64 and src.format != "kdump":
+            raise DumpfilterError(f"page classification supports x86_64 dumps only (ELF machine {src.elf_machine})")
+        self.src, self.vi = src, vi
+        self.mmu = X86_64(src, vi)
+        self.types: PageTypes = derive(vi)
+        ps = src.page_size
+        self.memmap: MemMap = find_mem_map(
+            vi, self.mmu, src.max_mapnr, ps.bit_length() - 1, self.mmu.page_offset,
+            52 if self.mmu.l5 else 46,
+        )
+
+
+def pass_needed(level: int, vi: VmcoreInfo | None) -> bool:
+    """makedumpfile runs the classification pass for 2/4/8/16, or whenever PG_hwpoison is exported."""
+    if level & (2 | 4 | 8 | 16):
+        return True
+    return vi is not None and "PG_hwpoison" in vi.number
+
+
+def exclude_pages(src: DumpSource, vi: VmcoreInfo, bitmap2: Bitmap, level: int, stats: Stats,
+                  kv: KernelView | None = None) -> KernelView:
+    kv = kv or KernelView(src, vi)
+    if (level & 16) and not kv.types.buddy_available:
+        raise VmcoreinfoError(
+            "dump level 16 needs NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE), OFFSET(page._mapcount) and OFFSET(page.private) "
+            "(free-list walking for old kernels is not implemented)"
+        )
+    params = kv.types.params
+    sp = kv.memmap.page_struct_size
+    counts = np.zeros(7, dtype=np.int64)
+    nbits = bitmap2.nbits
+    for sec in kv.memmap.sections:
+        if not sec.mem_map or sec.pfn_start >= nbits:
+            continue
+        n = sec.pfn_end - sec.pfn_start
+        try:
+            raw = kv.mmu.read(sec.mem_map, n * sp)
+        except KernelDataError as e:
+            raise KernelDataError(
+                f"can't read the struct pages of pfns {sec.pfn_start:#x}-{sec.pfn_end:#x} at {sec.mem_map:#x}: {e}"
+            ) from None
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        classify_section(buf, sec.pfn_start, n, params, level, bitmap2.bits, nbits, counts)
+    stats.free += int(counts[0])
+    stats.cache += int(counts[1])
+    stats.cache_private += int(counts[2])
+    stats.user += int(counts[3])
+    stats.hwpoison += int(counts[4])
+    stats.offline += int(counts[5])
+    if counts[6]:
+        stats.seconds.setdefault("invalid_free_order_pages", float(counts[6]))
+    return kv

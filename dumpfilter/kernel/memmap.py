@@ -1,0 +1,135 @@
+"""Where the struct page arrays are: SPARSEMEM(_EXTREME, _VMEMMAP) decoding (filtering.md §3.5).
+
+The result is one ``Section(pfn_start, pfn_end, mem_map)`` per memory section; ``mem_map`` is the
+kernel virtual address of the struct page of ``pfn_start`` (0 when the section has no mem_map).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import KernelDataError, VmcoreinfoError
+from .vmcoreinfo import VmcoreInfo
+
+MASK64 = (1 << 64) - 1
+SECTION_MAP_MASK = ~0x1F & MASK64
+
+
+@dataclass(frozen=True)
+class Section:
+    pfn_start: int
+    pfn_end: int
+    mem_map: int  # 0 = no mem_map
+
+
+class MemMap:
+    def __init__(self, sections: list[Section], page_struct_size: int, warnings: list[str]) -> None:
+        self.sections = sections
+        self.page_struct_size = page_struct_size
+        self.warnings = warnings
+
+    @property
+    def valid_end(self) -> int:
+        ends = [s.pfn_end for s in self.sections if s.mem_map]
+        return max(ends) if ends else 0
+
+
+def _need(vi: VmcoreInfo, table: str, name: str) -> int:
+    return vi.need(table, name)
+
+
+def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_offset: int,
+                 max_physmem_bits_default: int = 46) -> MemMap:
+    """Decode mem_section for ``max_mapnr`` pfns. ``reader`` has ``read(va, n)`` (virtual)."""
+    for key in ("page.flags", "page._refcount", "page.mapping"):
+        if key not in vi.offset and not (key == "page._refcount" and "page._count" in vi.offset):
+            raise VmcoreinfoError(f"VMCOREINFO has no OFFSET({key}); can't classify pages")
+    size_page = _need(vi, "SIZE", "page")
+    if size_page <= 0 or size_page > 4096:
+        raise KernelDataError(f"SIZE(page)={size_page} is not plausible")
+    if "mem_section" not in vi.symbol:
+        if "mem_map" in vi.symbol:
+            ptr = struct.unpack("<Q", reader.read(vi.symbol["mem_map"], 8))[0]
+            return MemMap([Section(0, max_mapnr, ptr)], size_page, [])
+        raise VmcoreinfoError("VMCOREINFO has no SYMBOL(mem_section) (and no mem_map); unsupported memory model")
+    size_ms = _need(vi, "SIZE", "mem_section")
+    off_smm = _need(vi, "OFFSET", "mem_section.section_mem_map")
+    if size_ms <= 0 or size_ms > 4096:
+        raise KernelDataError(f"SIZE(mem_section)={size_ms} is not plausible")
+    section_size_bits = vi.number.get("SECTION_SIZE_BITS", 27)
+    max_physmem_bits = vi.number.get("MAX_PHYSMEM_BITS", max_physmem_bits_default)
+    if not (page_shift <= section_size_bits < max_physmem_bits <= 64):
+        raise KernelDataError(f"SECTION_SIZE_BITS={section_size_bits}, MAX_PHYSMEM_BITS={max_physmem_bits} are not plausible")
+    pfn_section_shift = section_size_bits - page_shift
+    pages_per_section = 1 << pfn_section_shift
+    num_section = -(-max_mapnr // pages_per_section)
+    page_size = 1 << page_shift
+    spr = page_size // size_ms
+    nr_mem_sections = 1 << (max_physmem_bits - section_size_bits)
+    length = vi.length.get("mem_section")
+    extreme = length is None or length == -(-nr_mem_sections // spr)
+    warnings: list[str] = []
+
+    def decode(base: int) -> list[int] | None:
+        mem_maps = [0] * num_section
+        ok = False
+        if extreme:
+            n_roots = -(-num_section // spr)
+            try:
+                roots = np.frombuffer(reader.read(base, 8 * n_roots), dtype="<u8").tolist()
+            except KernelDataError:
+                return None
+        else:
+            roots = []
+        cache: dict[int, bytes] = {}
+        for s in range(num_section):
+            if extreme:
+                r = roots[s // spr]
+                if r == 0:
+                    continue
+                ms_addr = (r + (s % spr) * size_ms) & MASK64
+                blk = r
+            else:
+                ms_addr = (base + s * size_ms) & MASK64
+                blk = None
+            if ms_addr < page_offset:
+                continue
+            try:
+                if blk is not None:
+                    chunk = cache.get(blk)
+                    if chunk is None:
+                        chunk = reader.read(blk, spr * size_ms)
+                        cache = {blk: chunk}
+                    raw = struct.unpack_from("<Q", chunk, (s % spr) * size_ms + off_smm)[0]
+                else:
+                    raw = struct.unpack("<Q", reader.read(ms_addr + off_smm, 8))[0]
+            except KernelDataError:
+                continue  # Q9: an unreadable mem_section is "no mem_map"
+            if not raw & 1:
+                continue
+            if raw & 0x20:
+                warnings.append(f"mem_section[{s}] has flag bit 5 set; mem_map decoded with the 5-bit mask")
+            mm = ((raw & SECTION_MAP_MASK) + (s << pfn_section_shift) * size_page) & MASK64
+            if mm < page_offset:
+                return None
+            mem_maps[s] = mm
+            ok = True
+        return mem_maps if ok else None
+
+    root = vi.symbol["mem_section"]
+    maps = decode(root)
+    if maps is None and extreme:
+        try:
+            ptr = struct.unpack("<Q", reader.read(root, 8))[0]
+            maps = decode(ptr) if ptr else None
+        except KernelDataError:
+            maps = None
+    if maps is None:
+        raise KernelDataError(f"Could not validate mem_section at {root:#x}: no section has a plausible mem_map")
+    sections = []
+    for s in range(num_section):
+        start = s * pages_per_section
+        sections.append(Section(start, min(start + pages_per_section, max_mapnr), maps[s]))
+    return MemMap(sections, size_page, warnings)
