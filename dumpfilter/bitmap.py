@@ -121,7 +121,7 @@ class Bitmap:
         self.bits[b0 : b0 + full] = packed[:full]
         if n & 7:
             m = (1 << (n & 7)) - 1
-            self.bits[b0 + full] = (self.bits[b0 + full] & ~m & 0xFF) | (packed[full] & m)
+            self.bits[b0 + full] = (int(self.bits[b0 + full]) & ~m & 0xFF) | (int(packed[full]) & m)
 
     def runs(self, start: int = 0, end: int | None = None, window: int = 1 << 22) -> Iterator[tuple[int, int]]:
         """Yield maximal [s, e) runs of set bits inside [start, end), scanning in bounded windows."""

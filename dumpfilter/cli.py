@@ -248,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         msgs.error(f"{PROG}: out of memory")
         return 1
+    except Exception as e:  # noqa: BLE001 - a bug must still end in one line and exit 1
+        if os.environ.get("PYDUMPFILE_TRACEBACK"):
+            raise
+        msgs.error(f"{PROG}: internal error: {type(e).__name__}: {e} (set PYDUMPFILE_TRACEBACK=1 for details)")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

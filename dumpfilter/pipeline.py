@@ -76,6 +76,12 @@ def build_plan(job, src: DumpSource, level: int, msgs: Messages, stats: Stats) -
     stats.max_mapnr = src.max_mapnr
     stats.page_size = ps
     stats.hole = src.max_mapnr - bitmap1.count()
+    loads = getattr(src, "loads", None)
+    if loads is not None:
+        # makedumpfile counts "Original pages" per PT_LOAD, so the kernel-text alias counts twice
+        # and "Memory Hole" can wrap around; the report mirrors that (formats-cli.md §5.6)
+        end = (lambda e: -(-e // ps)) if noncyclic else (lambda e: e // ps)
+        stats.hole = src.max_mapnr - sum(end(seg.paddr + seg.memsz) - seg.paddr // ps for seg in loads)
     with StageTimer(stats, "filter"):
         apply_dump_level(src, vi, bitmap2, level, stats)
     return DumpPlan(

@@ -96,7 +96,7 @@ def _eta(sec: int) -> str:
 
 def format_report(s: Stats, elf: bool = False) -> str:
     """The statistics report of makedumpfile's print_report (formats-cli.md §5.6)."""
-    h = lambda v: f"0x{v:016x}"  # noqa: E731
+    h = lambda v: f"0x{v & 0xFFFFFFFFFFFFFFFF:016x}"  # noqa: E731 - unsigned long long, as printf does
     orig = s.original
     rem = orig - s.excluded
     lines = ["", f"Original pages  : {h(orig)}", f"  Excluded pages   : {h(s.excluded)}"]

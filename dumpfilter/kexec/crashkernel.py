@@ -69,7 +69,7 @@ def _ch(s: str, i: int) -> str:
 def _strtoull(s: str, i: int) -> tuple[int, int]:
     base = 10
     if _ch(s, i) == "0":
-        if _ch(s, i + 1) in "xX" and _ch(s, i + 2) in "0123456789abcdefABCDEF\0"[:-1]:
+        if _ch(s, i + 1) in "xX" and _ch(s, i + 2) in "0123456789abcdefABCDEF":
             base, i = 16, i + 2
         else:
             base = 8
@@ -462,6 +462,23 @@ def estimate_breakdown(
     )
 
 
-def estimate(ram_bytes: int, collector: str = "pydumpfile", **kwargs: object) -> int:
+def estimate(
+    ram_bytes: int,
+    collector: str = "pydumpfile",
+    *,
+    kernel_size: int | None = None,
+    initrd_size: int | None = None,
+    modules_size: int | None = None,
+    luks_bytes: int = 0,
+    arch: str = "x86_64",
+) -> int:
     """Recommended crashkernel size in bytes (see :func:`estimate_breakdown` for the parts)."""
-    return estimate_breakdown(ram_bytes, collector, **kwargs).recommended  # type: ignore[arg-type]
+    return estimate_breakdown(
+        ram_bytes,
+        collector,
+        kernel_size=kernel_size,
+        initrd_size=initrd_size,
+        modules_size=modules_size,
+        luks_bytes=luks_bytes,
+        arch=arch,
+    ).recommended

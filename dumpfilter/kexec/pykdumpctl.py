@@ -1,0 +1,170 @@
+"""``pykdumpctl``: the kdumpctl-like helpers around the collector.
+
+    pykdumpctl crashkernel [--ram SIZE] SPEC   what the kernel reserves for crashkernel=SPEC
+    pykdumpctl estimate [--ram SIZE] …         how much to reserve for a collector
+    pykdumpctl showmem                         what is reserved now (/proc/iomem, /sys/kernel)
+    pykdumpctl check-config [FILE]             parse kdump.conf (default /etc/kdump.conf)
+    pykdumpctl capture                         not implemented yet
+
+``DUMPFILTER_SYSROOT`` redirects /proc and /sys (tests). Exit status 0, or 1 with one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+from ..errors import DumpfilterError
+from . import sysroot
+from .bzimage import probe
+from .crashkernel import MiB, estimate_breakdown, format_size, parse_size, reservation
+from .kdumpconf import parse_file
+
+PROG = "pykdumpctl"
+DEFAULT_CONFIG = "/etc/kdump.conf"
+
+
+def human(n: int) -> str:
+    """64M, 2G, or 25769405440 bytes (~24575.6M) when it is not a whole number of MiB."""
+    return format_size(n) if n % MiB == 0 else f"{n} bytes (~{n / MiB:.1f}M)"
+
+
+def _ram(args: argparse.Namespace) -> tuple[int, str]:
+    if args.ram is not None:
+        return parse_size(args.ram), "--ram"
+    return sysroot.system_ram_bytes()
+
+
+def cmd_crashkernel(args: argparse.Namespace) -> int:
+    ram, source = _ram(args)
+    res = reservation(args.spec, ram, arch=args.arch)
+    print(f"spec:      {args.spec if 'crashkernel=' in args.spec else 'crashkernel=' + args.spec}")
+    print(f"ram:       {human(ram)} ({source})")
+    print(f"reserved:  {format_size(res.size)}" + (f" ({res.size} bytes)" if res.size else ""))
+    for line in res.describe():
+        print(f"placement: {line}")
+    if res.offset:
+        print(f"offset:    {res.offset:#x}")
+    if res.high:
+        print(f"low:       {format_size(res.low_size)}")
+    if res.cma_size:
+        print(f"cma:       {format_size(res.cma_size)}")
+    for note in res.notes:
+        print(f"note:      {note}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    ram, source = _ram(args)
+    kernel_size = probe(args.kernel).init_size if args.kernel else None
+    initrd_size = None
+    if args.initrd:
+        try:
+            with open(args.initrd, "rb") as f:
+                initrd_size = f.seek(0, 2)
+        except OSError as e:
+            raise DumpfilterError(f"{args.initrd}: cannot read: {e.strerror}") from None
+    est = estimate_breakdown(ram, args.collector, kernel_size=kernel_size, initrd_size=initrd_size, arch=args.arch)
+    reserved = sysroot.kexec_status().crash_size
+    guess = " (a conservative guess until issue 6's VM measurements)"
+    if reserved is not None:
+        print(f"Reserved crashkernel:    {format_size(reserved)}")
+    print(f"Recommended crashkernel: {format_size(est.recommended)}")
+    print(f"  for {human(ram)} of RAM ({source}) and the {est.collector} collector")
+    print()
+    print(f"Kernel image size:     {human(est.kernel)}" + (" (bzImage init_size)" if args.kernel else guess))
+    print(f"Kernel modules size:   {human(est.modules)}{guess}")
+    print(f"Initramfs size:        {human(est.initramfs)} x 3" + ("" if args.initrd else guess))
+    print(f"Runtime reservation:   {human(est.runtime)}")
+    print(f"Collector working set: {human(est.collector_ws)}{guess}")
+    print(f"Distribution default:  {format_size(est.baseline)}")
+    if est.recommended >= ram // 2:
+        print(f"WARNING: the recommendation is half or more of the RAM ({human(ram)}).")
+    if reserved is not None and reserved < est.recommended:
+        print(f"WARNING: the current reservation is lower than the recommended {format_size(est.recommended)}.")
+    return 0
+
+
+def cmd_showmem(args: argparse.Namespace) -> int:
+    ranges = sysroot.crash_kernel_ranges()
+    size = sysroot.kexec_status().crash_size
+    if ranges is None and size is None:
+        raise DumpfilterError(
+            f"cannot read {sysroot.path('/proc/iomem')} or {sysroot.path('/sys/kernel/kexec_crash_size')}"
+        )
+    hidden = False
+    for start, end in ranges or []:
+        if start == end == 0:
+            hidden = True
+            print("Crash kernel: present (addresses hidden; run as root to see them)")
+        else:
+            where = "below 4G" if end < (1 << 32) else "above 4G"
+            print(f"Crash kernel: {start:#x}-{end:#x} ({format_size(end - start + 1)}, {where})")
+    if size is not None:
+        print(f"kexec_crash_size: {size} bytes")
+    total = size
+    if ranges and not hidden:
+        total = sum(end - start + 1 for start, end in ranges)
+    if not total:
+        print("No memory is reserved for a crash kernel (boot with crashkernel=SIZE).")
+    else:
+        print(f"Reserved {total // MiB}MB memory for crash kernel")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    conf = parse_file(args.file)
+    for warning in conf.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    print(f"{args.file}: OK")
+    for line in conf.summary():
+        print(f"  {line}")
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    raise DumpfilterError("capture is not implemented yet")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="kdump helpers for pydumpfile.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    arch = platform.machine() or "x86_64"
+
+    c = sub.add_parser("crashkernel", help="show what the kernel reserves for a crashkernel= value")
+    c.add_argument("--ram", metavar="SIZE", help="system RAM (default: read from /proc or /sys)")
+    c.add_argument("--arch", default=arch, help=f"architecture rules to apply (default {arch})")
+    c.add_argument("spec", metavar="SPEC", help="e.g. 512M-2G:64M,2G-:128M, or 'crashkernel=1G,high crashkernel=256M,low'")
+    c.set_defaults(func=cmd_crashkernel)
+
+    e = sub.add_parser("estimate", help="recommend a crashkernel size")
+    e.add_argument("--ram", metavar="SIZE", help="system RAM (default: read from /proc or /sys)")
+    e.add_argument("--collector", default="pydumpfile", help="pydumpfile (default), makedumpfile, cp, …")
+    e.add_argument("--kernel", metavar="BZIMAGE", help="the capture kernel (its init_size is used)")
+    e.add_argument("--initrd", metavar="FILE", help="the kdump initramfs (its size is used)")
+    e.add_argument("--arch", default=arch, help=f"architecture for the distribution default (default {arch})")
+    e.set_defaults(func=cmd_estimate)
+
+    s = sub.add_parser("showmem", help="show the memory reserved for the crash kernel")
+    s.set_defaults(func=cmd_showmem)
+
+    k = sub.add_parser("check-config", help="check kdump.conf")
+    k.add_argument("file", nargs="?", default=DEFAULT_CONFIG, metavar="FILE", help=f"default {DEFAULT_CONFIG}")
+    k.set_defaults(func=cmd_check_config)
+
+    cap = sub.add_parser("capture", help="(not implemented yet) save the vmcore in the capture kernel")
+    cap.set_defaults(func=cmd_capture)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.func(args))
+    except DumpfilterError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
