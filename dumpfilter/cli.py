@@ -44,6 +44,7 @@ options:
   --show-stats       print the statistics report (message level bit 16)
   --report-json FILE write the statistics as JSON to FILE
   --dry-run          do everything except writing the output
+  --mem-usage        print how many pages of each kind VMCORE holds and which are excludable
   --num-threads N    worker threads for compression (0: serial)
   --cyclic-buffer KB, -b ORDER, --work-dir DIR, --non-mmap
                      accepted for makedumpfile compatibility
@@ -73,6 +74,7 @@ class DumpJob:
     batch_pages: int = 1024
     explicit_level: bool = False
     cyclic_buffer: int | None = None
+    mem_usage: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,7 +147,8 @@ def parse_args(argv: list[str]) -> DumpJob | str:
     p.add_argument("--non-mmap", dest="non_mmap", action="store_true")
     p.add_argument("--report-json", dest="report_json")
     p.add_argument("--check-params", dest="check_params", action="store_true")
-    for unsupported in ("--split", "--reassemble", "--dump-dmesg", "--partial-dmesg", "--mem-usage"):
+    p.add_argument("--mem-usage", dest="mem_usage", action="store_true")
+    for unsupported in ("--split", "--reassemble", "--dump-dmesg", "--partial-dmesg"):
         p.add_argument(unsupported, dest=unsupported.strip("-").replace("-", "_"), action="store_true")
     p.add_argument("--config", dest="config")
     p.add_argument("--eppic", dest="eppic")
@@ -158,7 +161,7 @@ def parse_args(argv: list[str]) -> DumpJob | str:
     if a.version:
         return f"{PROG}: version {__version__}\nlzo\tenabled\nsnappy\tenabled\nzstd\tenabled\n"
     for opt, val in (("--split", a.split), ("--reassemble", a.reassemble), ("--dump-dmesg", a.dump_dmesg),
-                     ("--partial-dmesg", a.partial_dmesg), ("--mem-usage", a.mem_usage), ("-x", a.vmlinux),
+                     ("--partial-dmesg", a.partial_dmesg), ("-x", a.vmlinux),
                      ("-g", a.gen_vmcoreinfo), ("-e", a.exclude_vmemmap), ("-X", a.xen), ("--config", a.config),
                      ("--eppic", a.eppic), ("--vtop", a.vtop)):
         if val:
@@ -189,7 +192,13 @@ def parse_args(argv: list[str]) -> DumpJob | str:
     if a.cyclic_buffer is not None:
         job.cyclic_buffer = _int(a.cyclic_buffer, "cyclic_buffer")
     pos = a.positional
+    job.mem_usage = a.mem_usage
 
+    if job.mem_usage:
+        if len(pos) != 1 or job.rearrange or job.flat or job.elf:
+            raise UsageError("Commandline parameter is invalid: --mem-usage takes exactly one VMCORE")
+        job.vmcore = pos[0]
+        return job
     if job.rearrange:
         if job.compress or any(job.levels) or job.elf or job.flat or job.vmcoreinfo_file:
             raise UsageError("Commandline parameter is invalid: -R takes only -f, -L and message options")

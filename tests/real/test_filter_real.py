@@ -7,6 +7,7 @@ Debian's makedumpfile 1.7.2. Linux 6.12 and 7.x (where 1.7.2 is wrong): agreemen
 from __future__ import annotations
 
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -60,3 +61,44 @@ def test_61_bit_identical_to_makedumpfile(core61, tmp_path, level):
         assert ours_counts["free"] > 1000
     if level & 2:
         assert ours_counts["cache"] > 100
+
+
+def _vmcoreinfo_text(vmcore) -> bytes:
+    from tests.helpers import ElfCore
+
+    notes = ElfCore(str(vmcore)).notes
+    i = notes.index(b"VMCOREINFO\0")
+    namesz, descsz = struct.unpack_from("<II", notes, i - 12)
+    desc = i + ((namesz + 3) & ~3)
+    return bytes(notes[desc : desc + descsz]).rstrip(b"\0")
+
+
+def test_vmcoreinfo_file_option(realcore, tmp_path):
+    core61, core612 = realcore("6.1") / "vmcore", realcore("6.12") / "vmcore"
+    same = tmp_path / "vmcoreinfo61"
+    same.write_bytes(_vmcoreinfo_text(core61))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(["-l", "-d", "31", core61, a]).returncode == 0
+    r = run(["-l", "-d", "31", "-i", same, core61, b])
+    assert r.returncode == 0, r.stderr.decode()
+    assert (KdumpFile.load(str(a)).bitmap2 == KdumpFile.load(str(b)).bitmap2).all()
+    other = tmp_path / "vmcoreinfo612"
+    other.write_bytes(_vmcoreinfo_text(core612))
+    r = run(["-l", "-d", "31", "-i", other, core61, tmp_path / "c"])
+    assert r.returncode == 2 and b"does not match" in r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_mem_usage_matches_report(realcore, tmp_path):
+    vmcore = realcore("6.12") / "vmcore"
+    r = run(["--mem-usage", vmcore])
+    assert r.returncode == 0, r.stderr.decode()
+    table = {line.split()[0]: int(line.split()[1]) for line in r.stdout.decode().splitlines()
+             if line[:1].isupper() and len(line.split()) > 2 and line.split()[1].isdigit()}
+    r2 = run(["-d", "31", "--show-stats", "--dry-run", vmcore])
+    rep = _report(r2.stdout.decode())
+    assert table["USER"] == rep["user"] > 1000
+    assert table["FREE"] == rep["free"] > 1000
+    assert table["NON_PRI_CACHE"] == rep["cache"]
+    assert table["PRI_CACHE"] == rep["cache_private"]
+    assert table["ZERO"] == rep["zero"] > 0
