@@ -11,6 +11,12 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "dumpfilter._speedups.compress",
+        ["_speedups/compress.pyx"],
+        libraries=["z", "lzo2", "snappy", "zstd"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "dumpfilter._speedups.classify",
         ["_speedups/classify.pyx"],
         include_dirs=[numpy.get_include()],

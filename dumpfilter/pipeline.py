@@ -100,6 +100,7 @@ def build_plan(job, src: DumpSource, level: int, msgs: Messages, stats: Stats) -
         vmcoreinfo_desc=(note.desc_offset, len(note.desc)) if note is not None else None,
         eraseinfo=src.info.eraseinfo,
         batch_pages=job.batch_pages,
+        num_threads=job.num_threads,
     )
 
 

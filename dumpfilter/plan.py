@@ -25,6 +25,7 @@ class DumpPlan:
     vmcoreinfo_desc: tuple[int, int] | None  # (offset in note_blob, size)
     eraseinfo: bytes = b""
     batch_pages: int = 1024
+    num_threads: int = 0
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -6,6 +6,7 @@ notes; each PT_LOAD maps [p_paddr, p_paddr+p_memsz) with p_filesz bytes at p_off
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 from dataclasses import dataclass
 
@@ -114,6 +115,16 @@ def parse_elf_headers(fv: FileView) -> ElfLayout:
     return ElfLayout(cls, be, ident, ehdr, segments, note)
 
 
+def _pread_into(fd: int, buf: memoryview, offset: int, path: str) -> None:
+    done = 0
+    n = len(buf)
+    while done < n:
+        got = os.preadv(fd, [buf[done:]], offset + done)
+        if got <= 0:
+            raise InputError(f"{path}: short read at offset {offset + done}")
+        done += got
+
+
 class ElfSource(DumpSource):
     """An ELF64/ELF32 vmcore."""
 
@@ -215,7 +226,8 @@ class ElfSource(DumpSource):
         if i < 0:
             i = 0
         pos = start  # everything before pos has been filled
-        mm = self.fv.mm
+        fd = self.fv.fd
+        mv = memoryview(dst)
         while i < len(self._ranges):
             s, e, foff = self._ranges[i]
             if s >= end:
@@ -225,8 +237,9 @@ class ElfSource(DumpSource):
                 b = min(e, end)
                 if a > pos:
                     dst[pos - start : a - start] = 0
-                if mm is not None:
-                    dst[a - start : b - start] = np.frombuffer(mm, dtype=np.uint8, count=b - a, offset=foff + (a - s))
+                if fd >= 0 and self.fv.mm is not None:
+                    # pread, not the mapping: it releases the GIL and keeps file pages out of our RSS
+                    _pread_into(fd, mv[a - start : b - start], foff + (a - s), self.path)
                 else:
                     dst[a - start : b - start] = np.frombuffer(self.fv.pread(foff + (a - s), b - a), dtype=np.uint8)
                 pos = max(pos, b)

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .._speedups.pages import zero_pages
+from ..engine import compressed_batches
 from ..errors import NoSpaceError
 from ..layouts import (
     DESC_DTYPE,
@@ -98,46 +98,24 @@ def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> Non
         sink.pwrite(bytes(bs), zero_off)
         pos += bs
 
-    compress = plan.codec.new_compressor() if plan.codec else None
-    cflag = plan.codec.flag if plan.codec else 0
-    window = max(8, plan.batch_pages)
-    buf = np.empty(window * bs, dtype=np.uint8)
-    zflags = np.empty(window, dtype=np.uint8)
-    idx = 0
     t0 = time.monotonic()
     total = lay.num_dumpable
-    for w in range(0, plan.max_mapnr, window):
-        sel = np.flatnonzero(bm2.unpack(w, w + window))
-        if sel.size == 0:
-            continue
-        first = int(sel[0])
-        n = int(sel[-1]) + 1 - first
-        plan.src.read_pages(w + first, n, buf)
-        zero_pages(buf, bs, n, zflags)
-        descs = np.zeros(sel.size, dtype=DESC_DTYPE)
-        chunks: list[bytes] = []
-        ends = np.empty(sel.size, dtype=np.int64)
-        cur = 0
-        mv = memoryview(buf)
-        for j, i in enumerate((sel - first).tolist()):
-            if zflags[i] and plan.exclude_zero:
-                descs[j] = (zero_off, bs, 0, 0)
-                stats.zero += 1
-            else:
-                page = mv[i * bs : (i + 1) * bs].tobytes()
-                data = page
-                fl = 0
-                if compress is not None:
-                    c = compress(page)
-                    if len(c) < bs:
-                        data, fl = c, cflag
-                descs[j] = (pos + cur, len(data), fl, 0)
-                chunks.append(data)
-                cur += len(data)
-                stats.dumped += 1
-            ends[j] = cur
+    idx = 0
+    for batch in compressed_batches(plan, plan.bitmap2):
+        n = batch.sizes.size
+        zero = batch.sizes < 0
+        sizes = np.where(zero, 0, batch.sizes)
+        ends = np.cumsum(sizes)
+        descs = np.zeros(n, dtype=DESC_DTYPE)
+        descs["offset"] = np.where(zero, zero_off, pos + ends - sizes)
+        descs["size"] = np.where(zero, bs, sizes)
+        descs["flags"] = batch.flags
+        nzero = int(zero.sum())
+        stats.zero += nzero
+        stats.dumped += n - nzero
+        used = int(ends[-1]) if n else 0
         try:
-            sink.pwrite(b"".join(chunks), pos)
+            sink.pwrite(memoryview(batch.out)[:used], pos)
         except NoSpaceError as e:
             written = getattr(e, "written", 0)
             k = int(np.searchsorted(ends, written, side="right"))
@@ -147,8 +125,8 @@ def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> Non
                 pass
             raise
         sink.pwrite(descs.tobytes(), lay.pd_off + PAGE_DESC.size * idx)
-        idx += sel.size
-        pos += cur
+        idx += n
+        pos += used
         msgs.progress("Copying data", idx, total, t0)
     msgs.progress("Copying data", total, total, t0)
 
