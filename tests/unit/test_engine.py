@@ -1,0 +1,82 @@
+"""Issue 5: output independent of --num-threads, bounded memory, worker failures stop the run."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests.helpers import PYDUMPFILE, KdumpFile, run
+
+
+@pytest.mark.parametrize("codec", ["-l", "-c", "-z", "-p"])
+def test_output_identical_for_any_thread_count(synth, tmp_path, codec):
+    outs = []
+    for n in (1, 2, 4):
+        out = tmp_path / f"t{n}"
+        r = run([codec, "-d", "1", "--num-threads", n, synth.path, out])
+        assert r.returncode == 0, r.stderr.decode()
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    kd = KdumpFile.load(str(tmp_path / "t4"))
+    for pfn in kd.dumped_pfns()[::97].tolist():
+        assert kd.page(pfn) == synth.page(pfn)
+
+
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def _peak_rss_kb(args: list[str]) -> tuple[int, bytes]:
+    """Peak RSS of pydumpfile, forked from a small fresh interpreter (not from pytest, whose pages
+    a forked child would count until it execs)."""
+    r = subprocess.run([PYDUMPFILE[0], "-c", _MEASURE] + PYDUMPFILE + [str(a) for a in args],
+                       capture_output=True, timeout=600)
+    rc, rss = r.stdout.split()
+    assert int(rc) == 0, r.stderr.decode()
+    return int(rss), r.stderr
+
+
+@pytest.fixture(scope="module")
+def big_sparse(tmp_path_factory):
+    from fixtures.synthetic import SynthSpec, generate
+
+    path = tmp_path_factory.mktemp("big") / "vmcore8g"
+    info = generate(path, SynthSpec(ram=[(0x1000, 0x9FC00), (0x100000, 0xC0000000), (0x100000000, 0x240000000)],
+                                    content="sparse"))
+    yield info
+    os.unlink(path)
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_memory_bounded_on_8gib(big_sparse, tmp_path, threads):
+    out = tmp_path / "dump"
+    rss, _ = _peak_rss_kb(["-l", "-d", "1", "--num-threads", threads, big_sparse.path, out])
+    assert big_sparse.max_mapnr * 4096 >= 8 << 30
+    assert rss <= 64 * 1024, f"peak RSS {rss} KiB for an 8 GiB vmcore"
+    kd = KdumpFile.load(str(out))
+    expect = np.intersect1d(big_sparse.zero_pfns, kd.dumped_pfns()).size
+    assert kd.zero_pfns().size == expect > 2_000_000
+
+
+def test_worker_failure_stops_the_run(synth, tmp_path):
+    good = tmp_path / "good"
+    assert run(["-l", "-d", "0", synth.path, good]).returncode == 0
+    kd = KdumpFile.load(str(good))
+    raw = bytearray(good.read_bytes())
+    # corrupt one LZO page in the middle: decompression fails inside a worker thread
+    i = int(np.flatnonzero(kd.descs["flags"] == 2)[len(kd.descs) // 3])
+    off, size = int(kd.descs["offset"][i]), int(kd.descs["size"][i])
+    raw[off : off + size] = b"\xff" * size
+    bad = tmp_path / "bad"
+    bad.write_bytes(bytes(raw))
+    out = tmp_path / "out"
+    r = run(["-z", "-d", "1", "--num-threads", "2", bad, out], timeout=60)
+    assert r.returncode == 1
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "decompression failed" in lines[0] and "incomplete" in lines[0]
+    assert KdumpFile.load(str(out)).status & 0x8
