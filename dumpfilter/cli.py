@@ -21,6 +21,8 @@ PROG = "pydumpfile"
 USAGE = f"""usage: {PROG} [-c|-l|-p|-z] [-E] [-d DL[,DL...]] [-L SIZE] [-f] [options] VMCORE DUMPFILE
        {PROG} -F [-c|-l|-p|-z] [-E] [-d DL] [options] VMCORE > STREAM
        {PROG} -R [-f] DUMPFILE < STREAM
+       {PROG} bench VMCORE [--max-size SIZE] [--max-time SEC]   (see '{PROG} bench -h')
+       {PROG} --dump-dmesg [--partial-dmesg] [-f] VMCORE LOGFILE
 
 Create a small dumpfile from a vmcore (/proc/vmcore, an ELF or kdump-compressed file), like makedumpfile.
 
@@ -45,7 +47,9 @@ options:
   --report-json FILE write the statistics as JSON to FILE
   --dry-run          do everything except writing the output
   --mem-usage        print how many pages of each kind VMCORE holds and which are excludable
-  --num-threads N    worker threads for compression (0: serial)
+  --dump-dmesg       write the crashed kernel's log (dmesg) to LOGFILE (positionals VMCORE LOGFILE)
+  --partial-dmesg    with --dump-dmesg: only the log since the last `dmesg --clear`
+  --num-threads N    read and compress on N worker threads (output is identical for any N)
   --cyclic-buffer KB, -b ORDER, --work-dir DIR, --non-mmap
                      accepted for makedumpfile compatibility
   -v                 print the version
@@ -71,10 +75,12 @@ class DumpJob:
     dry_run: bool = False
     report_json: str | None = None
     num_threads: int = 0
-    batch_pages: int = 1024
+    batch_pages: int = 512
     explicit_level: bool = False
     cyclic_buffer: int | None = None
     mem_usage: bool = False
+    dump_dmesg: bool = False
+    partial_dmesg: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,7 +154,9 @@ def parse_args(argv: list[str]) -> DumpJob | str:
     p.add_argument("--report-json", dest="report_json")
     p.add_argument("--check-params", dest="check_params", action="store_true")
     p.add_argument("--mem-usage", dest="mem_usage", action="store_true")
-    for unsupported in ("--split", "--reassemble", "--dump-dmesg", "--partial-dmesg"):
+    p.add_argument("--dump-dmesg", dest="dump_dmesg", action="store_true")
+    p.add_argument("--partial-dmesg", dest="partial_dmesg", action="store_true")
+    for unsupported in ("--split", "--reassemble"):
         p.add_argument(unsupported, dest=unsupported.strip("-").replace("-", "_"), action="store_true")
     p.add_argument("--config", dest="config")
     p.add_argument("--eppic", dest="eppic")
@@ -160,8 +168,7 @@ def parse_args(argv: list[str]) -> DumpJob | str:
         return USAGE
     if a.version:
         return f"{PROG}: version {__version__}\nlzo\tenabled\nsnappy\tenabled\nzstd\tenabled\n"
-    for opt, val in (("--split", a.split), ("--reassemble", a.reassemble), ("--dump-dmesg", a.dump_dmesg),
-                     ("--partial-dmesg", a.partial_dmesg), ("-x", a.vmlinux),
+    for opt, val in (("--split", a.split), ("--reassemble", a.reassemble), ("-x", a.vmlinux),
                      ("-g", a.gen_vmcoreinfo), ("-e", a.exclude_vmemmap), ("-X", a.xen), ("--config", a.config),
                      ("--eppic", a.eppic), ("--vtop", a.vtop)):
         if val:
@@ -193,6 +200,19 @@ def parse_args(argv: list[str]) -> DumpJob | str:
         job.cyclic_buffer = _int(a.cyclic_buffer, "cyclic_buffer")
     pos = a.positional
     job.mem_usage = a.mem_usage
+
+    if a.partial_dmesg and not a.dump_dmesg:
+        raise UsageError("Commandline parameter is invalid: --partial-dmesg needs --dump-dmesg")
+    if a.dump_dmesg:
+        # makedumpfile: --dump-dmesg comes after -R in the mode priority and refuses --dry-run
+        if job.rearrange or job.flat or job.mem_usage or job.dry_run or len(pos) != 2:
+            raise UsageError("Commandline parameter is invalid: --dump-dmesg takes VMCORE LOGFILE "
+                             "(and no -F, -R, --mem-usage or --dry-run)")
+        job.dump_dmesg, job.partial_dmesg = True, a.partial_dmesg
+        job.vmcore, job.dumpfile = pos
+        if a.check_params:
+            return "check-params: ok\n"
+        return job
 
     if job.mem_usage:
         if len(pos) != 1 or job.rearrange or job.flat or job.elf:
@@ -238,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     msgs = Messages(DEFAULT_LEVEL)
     try:
+        if argv[:1] == ["bench"]:
+            from .bench import main as bench_main
+
+            return bench_main(argv[1:])
         parsed = parse_args(argv)
         if isinstance(parsed, str):
             sys.stdout.write(parsed)

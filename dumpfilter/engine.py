@@ -3,7 +3,7 @@ Cython with the GIL released, on ``--num-threads`` worker threads, delivered in 
 
 Each worker has its own ``BatchCompressor`` (codec state is never shared). Output bytes do not depend
 on the number of threads: batches are cut by pfn window and yielded in order. Memory is bounded by
-the batches in flight: (threads + 2) × 2 × batch_pages × page_size.
+the batches in flight: (threads + 1) × 2 × batch_pages × page_size.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def compressed_batches(plan: DumpPlan, bitmap: Bitmap) -> Iterator[Batch]:
         try:
             for w, sel in _windows(bitmap, plan.max_mapnr, window):
                 pending.append(pool.submit(work, w, sel, local))
-                if len(pending) > threads + 1:
+                if len(pending) >= threads + 1:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()

@@ -172,9 +172,41 @@ def run_mem_usage(job, msgs: Messages) -> int:  # noqa: ANN001
         src.close()
 
 
+def run_dump_dmesg(job, msgs: Messages) -> int:  # noqa: ANN001
+    """makedumpfile --dump-dmesg VMCORE LOGFILE (filtering.md §8, formats-cli.md §5.7)."""
+    import os
+
+    from .kernel.dmesg import DmesgError, dump_dmesg
+    from .writer.sink import open_output
+
+    src = open_source(job.vmcore)
+    try:
+        vi = load_vmcoreinfo(src, job.vmcoreinfo_file)
+        if vi is None:
+            raise DmesgError(f"{job.vmcore} has no VMCOREINFO note; the kernel log cannot be located")
+        res = dump_dmesg(src, vi, partial=getattr(job, "partial_dmesg", False))
+    finally:
+        src.close()
+    fd = open_output(job.dumpfile, job.force)
+    try:
+        view = memoryview(res.text)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as e:
+        raise DumpfilterError(f"Can't write the log file({job.dumpfile}). {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if res.error is not None:
+        raise DmesgError(f"{res.error}; {job.dumpfile} holds the {res.records} records before it")
+    msgs.msg(f"\nThe dmesg log is saved to {job.dumpfile}.\n\n{PROG} Completed.")
+    return 0
+
+
 def run(job, msgs: Messages) -> int:  # noqa: ANN001
     if job.rearrange:
         return run_rearrange(job, msgs)
+    if getattr(job, "dump_dmesg", False):
+        return run_dump_dmesg(job, msgs)
     if job.mem_usage:
         return run_mem_usage(job, msgs)
     src = open_source(job.vmcore)

@@ -24,7 +24,7 @@ class DumpPlan:
     note_blob: bytes
     vmcoreinfo_desc: tuple[int, int] | None  # (offset in note_blob, size)
     eraseinfo: bytes = b""
-    batch_pages: int = 1024
+    batch_pages: int = 512
     num_threads: int = 0
     warnings: list[str] = field(default_factory=list)
 

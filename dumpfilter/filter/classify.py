@@ -18,6 +18,37 @@ from ..source.base import DumpSource
 from ..stats import Stats
 
 CHUNK_PAGES = 1 << 15  # struct pages per Cython call at most (2 MiB of 64-byte struct pages)
+MAX_COMPOUND_PAGES = 1 << 20  # a tail page's head is at most this many pfns before it (1 GiB pages: 2^18)
+
+
+def check_tail_pointers(buf: np.ndarray, pfn_start: int, mem_map: int, sp: int, off_ch: int) -> None:
+    """Refuse struct pages that are evidently not struct pages (random bytes, a wrong vmemmap mapping).
+
+    In a real kernel bit 0 of ``page.compound_head`` is set only on tail pages, and then the rest is
+    the (vmemmap) address of the head's struct page, a little before this one. makedumpfile trusts the
+    data blindly; we do too for a few bad entries (a corrupted struct page must not cost the dump), but
+    when more than 1/16 of a section's "tail pages" point anywhere else the classification would be
+    garbage, so stop with an error naming the section and the key.
+    """
+    n = len(buf) // sp
+    if off_ch < 0 or off_ch + 8 > sp or n == 0:
+        return
+    ch = np.ndarray((n,), dtype="<u8", buffer=buf, offset=off_ch, strides=(sp,))
+    tails = np.flatnonzero(ch & np.uint64(1))
+    if len(tails) < 64:
+        return
+    delta = (ch[tails] - np.uint64(1) - np.uint64(mem_map)).view(np.int64)  # mod 2^64, signed
+    head = delta // sp
+    dist = tails - head
+    ok = (delta % sp == 0) & (dist > 0) & (dist < MAX_COMPOUND_PAGES)
+    bad = np.flatnonzero(~ok)
+    if len(bad) >= 64 and len(bad) * 16 >= n:
+        i = int(tails[bad[0]])
+        raise KernelDataError(
+            f"the struct pages of pfns {pfn_start:#x}-{pfn_start + n:#x} at {mem_map:#x} are not plausible: "
+            f"{len(bad)} of {n} have bit 0 of OFFSET(page.compound_head)={off_ch} set without pointing at "
+            f"an earlier struct page (pfn {pfn_start + i:#x}: {int(ch[i]):#x})"
+        )
 
 
 class KernelView:
@@ -66,6 +97,7 @@ def exclude_pages(src: DumpSource, vi: VmcoreInfo, bitmap2: Bitmap, level: int, 
                 f"can't read the struct pages of pfns {sec.pfn_start:#x}-{sec.pfn_end:#x} at {sec.mem_map:#x}: {e}"
             ) from None
         buf = np.frombuffer(raw, dtype=np.uint8)
+        check_tail_pointers(buf, sec.pfn_start, sec.mem_map, sp, kv.types.get("off_compound_head"))
         classify_section(buf, sec.pfn_start, n, params, level, bitmap2.bits, nbits, counts)
     stats.free += int(counts[0])
     stats.cache += int(counts[1])

@@ -1,0 +1,75 @@
+"""Microbenchmarks of the Cython kernels (pytest-benchmark; not run by the test suite).
+
+    .venv/bin/python -m pytest benchmarks/ --benchmark-only
+
+Pages come from a synthetic vmcore with mixed content (text, pointer tables, random, zero pages).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dumpfilter._speedups.classify import classify_section
+from dumpfilter._speedups.compress import BatchCompressor
+from dumpfilter._speedups.pages import zero_pages
+from dumpfilter.kernel.pagetypes import derive
+from dumpfilter.kernel.vmcoreinfo import VmcoreInfo
+
+PS = 4096
+N = 1024
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    from fixtures.synthetic import SynthSpec, generate
+
+    info = generate(tmp_path_factory.mktemp("b") / "core", SynthSpec(ram=[(0x100000, 0x4000000)]))
+    buf = bytearray()
+    for pfn in info.nonzero_pfns[:N].tolist():
+        buf += info.page(pfn)
+    return np.frombuffer(bytes(buf), dtype=np.uint8).copy()
+
+
+def test_zero_test_batch(benchmark, pages):
+    out = np.empty(N, dtype=np.uint8)
+    benchmark(zero_pages, pages, PS, N, out)
+
+
+@pytest.mark.parametrize("codec", [1, 2, 4, 0x20], ids=["zlib", "lzo", "snappy", "zstd"])
+def test_compress_batch(benchmark, pages, codec):
+    comp = BatchCompressor(codec, PS)
+    idx = np.arange(N, dtype=np.int64)
+    out = np.empty(N * PS, dtype=np.uint8)
+    sizes = np.empty(N, dtype=np.int64)
+    flags = np.empty(N, dtype=np.uint32)
+    used = benchmark(comp.compress_batch, pages, idx, True, out, sizes, flags)
+    assert 0 < used <= N * PS
+
+
+def test_classify_section(benchmark):
+    vi = VmcoreInfo.parse(
+        b"SIZE(page)=64\nOFFSET(page.flags)=0\nOFFSET(page.mapping)=24\nOFFSET(page._mapcount)=48\n"
+        b"OFFSET(page.private)=40\nOFFSET(page.compound_head)=8\nNUMBER(PG_lru)=5\nNUMBER(PG_private)=14\n"
+        b"NUMBER(PG_swapcache)=10\nNUMBER(PG_swapbacked)=17\nNUMBER(PG_head_mask)=64\n"
+        b"NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)=-268435456\nNUMBER(PAGE_SLAB_MAPCOUNT_VALUE)=-184549376\n"
+        b"NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)=-201326592\nLENGTH(zone.free_area)=11\n"
+    )
+    params = derive(vi).params
+    rng = np.random.default_rng(1)
+    n = 1 << 15
+    sp = np.zeros((n, 64), dtype=np.uint8)
+    kinds = rng.integers(0, 4, n)
+    flags = np.where(kinds == 1, 1 << 5, 0).astype("<u8")  # LRU
+    sp[:, 0:8] = flags.view(np.uint8).reshape(n, 8)
+    mapping = np.where(kinds == 2, 0xFFFF888000000001, 0).astype("<u8")
+    sp[:, 24:32] = mapping.view(np.uint8).reshape(n, 8)
+    mc = np.where(kinds == 3, 0xF0000000, 0xFFFFFFFF).astype("<u4")
+    sp[:, 48:52] = mc.view(np.uint8).reshape(n, 4)
+    raw = sp.reshape(-1).copy()
+    counts = np.zeros(7, dtype=np.int64)
+
+    def run():
+        bm = np.full(n // 8, 0xFF, dtype=np.uint8)
+        classify_section(raw, 0, n, params, 31, bm, n, counts)
+
+    benchmark(run)
