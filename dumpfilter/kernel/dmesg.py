@@ -314,7 +314,10 @@ def printk_log_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> t
         ts = int.from_bytes(buf[rec + o_ts : rec + o_ts + 8], "little")
         cid = int.from_bytes(buf[rec + o_cid : rec + o_cid + 4], "little") if o_cid is not None else None
         out.append(Record(ts, buf[rec + hdr : rec + hdr + tlen], cid))
-        ptr = u16(0 + o_len) if length == 0 else ptr + length
+        step = u16(0 + o_len) if length == 0 else length
+        if step < hdr:  # (makedumpfile would go on; this bounds the walk by log_buf_len / SIZE(printk_log))
+            return out, corrupt(f"record length {step} is shorter than SIZE(printk_log)", rec)
+        ptr = rec + step
         if ptr > blen - hdr:
             return out, corrupt("index outside log_buf detected", ptr)
     return out, None
