@@ -1,6 +1,8 @@
 """The writing pipeline's hot path: pages read in large batches, zero-tested and compressed in
 Cython with the GIL released, on ``--num-threads`` worker threads, delivered in pfn order.
 
+``--num-threads 0`` (the default) runs everything in the calling thread; N ≥ 1 reads and compresses
+on N worker threads while the calling thread writes, so even one worker overlaps I/O with compression.
 Each worker has its own ``BatchCompressor`` (codec state is never shared). Output bytes do not depend
 on the number of threads: batches are cut by pfn window and yielded in order. Memory is bounded by
 the batches in flight: (threads + 1) × 2 × batch_pages × page_size.
@@ -63,9 +65,9 @@ def compressed_batches(plan: DumpPlan, bitmap: Bitmap) -> Iterator[Batch]:
         used = comp.compress_batch(pages, (sel - first).astype(np.int64), plan.exclude_zero, out, sizes, flags)
         return Batch((sel + w).astype(np.int64), sizes, flags, out[:used])
 
-    if threads <= 1:
+    if threads == 0:
         comp_holder = _Worker()
-        for w, sel in _windows(plan.bitmap2 if bitmap is None else bitmap, plan.max_mapnr, window):
+        for w, sel in _windows(bitmap, plan.max_mapnr, window):
             yield work(w, sel, comp_holder)
         return
 

@@ -246,7 +246,16 @@ def run(job, msgs: Messages) -> int:  # noqa: ANN001
             stats.write_bytes = sink.bytes_written
             msgs.report(stats, elf=job.elf)
             if job.report_json:
-                write_json(job.report_json, stats, {"dump_level": plan.dump_level, "compression": job.compress or "none"})
+                secs = stats.seconds.get("write", 0.0) + stats.seconds.get("filter", 0.0)
+                pages_in = plan.bitmap2.count()
+                write_json(job.report_json, stats, {
+                    "dump_level": plan.dump_level,
+                    "compression": job.compress or "none",
+                    "num_threads": job.num_threads,
+                    "pages_read": pages_in,
+                    "input_mib_per_second": round(pages_in * plan.page_size / 2**20 / secs, 1) if secs else None,
+                    "output_bytes": stats.write_bytes,
+                })
             if not job.dry_run:
                 msgs.msg(f"\nThe dumpfile is saved to {sink.name}.\n\n{PROG} Completed.")
             return 0

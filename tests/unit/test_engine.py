@@ -80,3 +80,27 @@ def test_worker_failure_stops_the_run(synth, tmp_path):
     lines = r.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "decompression failed" in lines[0] and "incomplete" in lines[0]
     assert KdumpFile.load(str(out)).status & 0x8
+
+
+def test_report_json(synth, tmp_path):
+    import json
+
+    out, rep = tmp_path / "dump", tmp_path / "report.json"
+    r = run(["-l", "-d", "1", "--num-threads", "2", "--report-json", rep, synth.path, out])
+    assert r.returncode == 0, r.stderr.decode()
+    d = json.loads(rep.read_text())
+    kd = KdumpFile.load(str(out))
+    assert d["zero"] == kd.zero_pfns().size > 0
+    assert d["dumped"] + d["zero"] == kd.dumped_pfns().size
+    assert d["write_bytes"] >= out.stat().st_size - 4096  # holes are not written
+    assert d["num_threads"] == 2 and d["compression"] == "lzo" and d["dump_level"] == 1
+    assert d["seconds"]["write"] > 0 and d["input_mib_per_second"] > 0
+
+
+def test_progress_line_when_asked(synth, tmp_path):
+    r = run(["-l", "-d", "1", "--message-level", "31", synth.path, tmp_path / "d"])
+    assert r.returncode == 0
+    err = r.stderr.decode()
+    assert "\rCopying data" in err and "[100.0 %]" in err
+    r = run(["-l", "-d", "1", synth.path, tmp_path / "e"])
+    assert "Copying data" not in r.stderr.decode()  # not a terminal, not asked for
