@@ -92,7 +92,7 @@ def test_report_json(synth, tmp_path):
     kd = KdumpFile.load(str(out))
     assert d["zero"] == kd.zero_pfns().size > 0
     assert d["dumped"] + d["zero"] == kd.dumped_pfns().size
-    assert d["write_bytes"] >= out.stat().st_size - 4096  # holes are not written
+    assert 0.99 * out.stat().st_size <= d["write_bytes"] <= out.stat().st_size + 4096  # holes are not written
     assert d["num_threads"] == 2 and d["compression"] == "lzo" and d["dump_level"] == 1
     assert d["seconds"]["write"] > 0 and d["input_mib_per_second"] > 0
 
