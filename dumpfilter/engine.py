@@ -32,6 +32,8 @@ class Batch:
 
 class _Worker(threading.local):
     comp: BatchCompressor | None = None
+    pages: np.ndarray
+    out: np.ndarray
 
 
 def _windows(bitmap: Bitmap, max_mapnr: int, window: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -49,26 +51,34 @@ def compressed_batches(plan: DumpPlan, bitmap: Bitmap) -> Iterator[Batch]:
     threads = max(0, plan.num_threads)
     src = plan.src
 
-    def work(w: int, sel: np.ndarray, local: _Worker | None) -> Batch:
+    def work(w: int, sel: np.ndarray, local: _Worker, keep: bool) -> Batch:
+        if local.comp is None:
+            local.comp = BatchCompressor(codec, bs)
+            local.pages = np.empty(window * bs, dtype=np.uint8)  # reused: no page faults per batch
+            local.out = np.empty(window * bs, dtype=np.uint8)
         first = int(sel[0])
         n = int(sel[-1]) + 1 - first
-        pages = np.empty(n * bs, dtype=np.uint8)
-        src.read_pages(w + first, n, pages)
-        comp = local.comp if local is not None else None
-        if comp is None:
-            comp = BatchCompressor(codec, bs)
-            if local is not None:
-                local.comp = comp
-        out = np.empty(sel.size * bs, dtype=np.uint8)
+        pages = local.pages
+        if sel.size * 2 >= n:
+            src.read_pages(w + first, n, pages)
+        else:  # a sparse window: read only the runs of wanted pages
+            brk = np.flatnonzero(np.diff(sel) != 1)
+            starts = np.concatenate(([sel[0]], sel[brk + 1])).tolist()
+            ends = np.concatenate((sel[brk] + 1, [sel[-1] + 1])).tolist()
+            for a, b in zip(starts, ends):
+                src.read_pages(w + a, b - a, pages[(a - first) * bs : (b - first) * bs])
+        out = local.out
         sizes = np.empty(sel.size, dtype=np.int64)
         flags = np.empty(sel.size, dtype=np.uint32)
-        used = comp.compress_batch(pages, (sel - first).astype(np.int64), plan.exclude_zero, out, sizes, flags)
-        return Batch((sel + w).astype(np.int64), sizes, flags, out[:used])
+        used = local.comp.compress_batch(pages, (sel - first).astype(np.int64), plan.exclude_zero, out, sizes, flags)
+        # the calling thread writes a batch before it asks for the next one; workers run ahead, so
+        # their results need their own copy
+        return Batch((sel + w).astype(np.int64), sizes, flags, out[:used].copy() if keep else out[:used])
 
     if threads == 0:
-        comp_holder = _Worker()
+        holder = _Worker()
         for w, sel in _windows(bitmap, plan.max_mapnr, window):
-            yield work(w, sel, comp_holder)
+            yield work(w, sel, holder, False)
         return
 
     local = _Worker()
@@ -76,7 +86,7 @@ def compressed_batches(plan: DumpPlan, bitmap: Bitmap) -> Iterator[Batch]:
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pydumpfile") as pool:
         try:
             for w, sel in _windows(bitmap, plan.max_mapnr, window):
-                pending.append(pool.submit(work, w, sel, local))
+                pending.append(pool.submit(work, w, sel, local, True))
                 if len(pending) >= threads + 1:
                     yield pending.popleft().result()
             while pending:

@@ -71,6 +71,7 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
     length = vi.length.get("mem_section")
     extreme = length is None or length == -(-nr_mem_sections // spr)
     warnings: list[str] = []
+    first_error: list[str] = []  # why the first unreadable root / mem_section could not be read
 
     def decode(base: int) -> list[int] | None:
         mem_maps = [0] * num_section
@@ -79,7 +80,8 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
             n_roots = -(-num_section // spr)
             try:
                 roots = np.frombuffer(reader.read(base, 8 * n_roots), dtype="<u8").tolist()
-            except KernelDataError:
+            except KernelDataError as e:
+                first_error.append(str(e))
                 return None
         else:
             roots = []
@@ -105,7 +107,8 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
                     raw = struct.unpack_from("<Q", chunk, (s % spr) * size_ms + off_smm)[0]
                 else:
                     raw = struct.unpack("<Q", reader.read(ms_addr + off_smm, 8))[0]
-            except KernelDataError:
+            except KernelDataError as e:
+                first_error.append(str(e))
                 continue  # Q9: an unreadable mem_section is "no mem_map"
             if not raw & 1:
                 continue
@@ -127,7 +130,8 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
         except KernelDataError:
             maps = None
     if maps is None:
-        raise KernelDataError(f"Could not validate mem_section at {root:#x}: no section has a plausible mem_map")
+        why = f" ({first_error[0]})" if first_error else ""
+        raise KernelDataError(f"Could not validate mem_section at {root:#x}: no section has a plausible mem_map{why}")
     sections = []
     for s in range(num_section):
         start = s * pages_per_section

@@ -584,3 +584,102 @@ def test_makedumpfile_accepts(small_core, tmp_path, level):
             assert level & 1 and info.zero_mask[pfn], pfn
             continue
         assert got == info.page(pfn), pfn
+
+
+# ---------------------------------------------------------------------------
+# struct page modes (pages="kernel61" / "kernel612") and corruptions
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["kernel61", "kernel612"])
+def kernel_core(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("synth") / f"vmcore.{request.param}"
+    info = syn.generate(path, syn.SynthSpec(pages=request.param, seed=3))
+    return request.param, path, info, Core(path)
+
+
+def test_struct_pages_through_own_walk(kernel_core):
+    """The struct pages the generator reports are what a page-table walk finds in the file."""
+    era, _path, info, core = kernel_core
+    d = vmcoreinfo_dict(info.vmcoreinfo)
+    root = (int(d["SYMBOL(init_top_pgt)"], 16) - START_KERNEL_MAP + int(d["NUMBER(phys_base)"])) & U64
+    ms = int(d["SYMBOL(mem_section)"], 16)
+    root0 = struct.unpack("<Q", core.read_phys(core.vtop(ms, root), 8))[0]
+    vmemmap = struct.unpack("<Q", core.read_phys(core.vtop(root0, root), 8))[0] & ~0x1F
+    assert vmemmap == syn.VMEMMAP_BASE
+    pa0 = core.vtop(vmemmap, root)
+    raw = np.frombuffer(core.read_phys(pa0, 64 * info.max_mapnr), dtype=np.uint8).reshape(-1, 64)
+    assert np.array_equal(raw, info.struct_pages)
+    assert info.struct_page(1234) == raw[1234].tobytes()
+    # ground truth and bytes agree on a few kinds
+    flags = raw[:, :8].copy().view("<u8")[:, 0]
+    mapcount = raw[:, 48:52].copy().view("<u4")[:, 0]
+    mapping = raw[:, 24:32].copy().view("<u8")[:, 0]
+    k = info.kinds
+    buddy = 0xFFFFFF7F if era == "kernel61" else 0xF0000000
+    assert (mapcount[k == syn.KIND_BUDDY] == buddy).all()
+    assert (mapping[k == syn.KIND_ANON] & 3 == 1).all() and (mapping[k == syn.KIND_KSM] & 3 == 3).all()
+    assert (mapping[k == syn.KIND_MOVABLE] & 3 == 2).all()
+    head = 1 << (16 if era == "kernel61" else 6)
+    for h, order, kind in info.compounds:
+        assert flags[h] & head, (h, kind)
+        tails = raw[h + 1 : h + (1 << order), 8:16].copy().view("<u8")[:, 0]
+        assert (tails == (syn.VMEMMAP_BASE + 64 * h) | 1).all()
+        if era == "kernel612":
+            assert flags[h + 1] & 0xFF == order
+        else:
+            assert raw[h + 1, 17] == order
+    (h511,) = np.flatnonzero(k == syn.KIND_HEAD511)
+    assert h511 % 512 == 511
+
+
+def test_kernel_vmcoreinfo_order(kernel_core):
+    era, _path, info, _core = kernel_core
+    keys = [line.split("=", 1)[0] for line in info.vmcoreinfo.splitlines()]
+    assert keys[:3] == ["OSRELEASE", "BUILD-ID", "PAGESIZE"] and keys[-1] == "CRASHTIME"
+    assert keys.index("OFFSET(page.compound_head)") < keys.index("LENGTH(zone.free_area)") < keys.index(
+        "NUMBER(NR_FREE_PAGES)") < keys.index("NUMBER(PG_lru)") < keys.index("NUMBER(phys_base)")
+    d = vmcoreinfo_dict(info.vmcoreinfo)
+    if era == "kernel61":
+        assert d["OSRELEASE"].startswith("6.1.")
+        assert keys.index("NUMBER(PG_slab)") < keys.index("NUMBER(PG_hwpoison)") < keys.index(
+            "NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)") < keys.index("NUMBER(HUGETLB_PAGE_DTOR)")
+    else:
+        assert d["OSRELEASE"].startswith("6.12.")
+        assert keys.index("NUMBER(PG_swapbacked)") + 1 == keys.index("NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)")
+        assert int(d["NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)"]) & 0xFFFFFFFF == 0xF1000000
+        assert int(d["NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)"]) & 0xFFFFFFFF == 0xF4000000
+
+
+def test_kernel_pages_deterministic_and_zero_mode_unchanged(tmp_path):
+    a, b, z = tmp_path / "a", tmp_path / "b", tmp_path / "z"
+    ia = syn.generate(a, syn.SynthSpec(ram=SMALL_RAM, pages="kernel612", seed=9))
+    syn.generate(b, syn.SynthSpec(ram=SMALL_RAM, pages="kernel612", seed=9))
+    iz = syn.generate(z, syn.SynthSpec(ram=SMALL_RAM, seed=9))
+    assert a.read_bytes() == b.read_bytes()
+    assert iz.struct_pages is not None and not iz.struct_pages.any()
+    assert set(np.unique(iz.kinds).tolist()) == {syn.KIND_NONE, syn.KIND_KERNEL}
+    assert "PG_head_mask)=65536" in iz.vmcoreinfo and "LENGTH(zone.free_area)" not in iz.vmcoreinfo
+    assert (ia.kinds != syn.KIND_NONE).sum() == (iz.kinds != syn.KIND_NONE).sum()
+
+
+def test_corruptions(tmp_path):
+    ok = syn.generate(tmp_path / "ok", syn.SynthSpec(pages="kernel61", seed=2))
+    core_ok = Core(tmp_path / "ok")
+    d = vmcoreinfo_dict(ok.vmcoreinfo)
+    root = (int(d["SYMBOL(init_top_pgt)"], 16) - START_KERNEL_MAP + int(d["NUMBER(phys_base)"])) & U64
+    ms_pa = core_ok.vtop(int(d["SYMBOL(mem_section)"], 16), root)
+    for kind in syn.CORRUPTIONS:
+        info = syn.generate(tmp_path / kind, syn.SynthSpec(pages="kernel61", seed=2, corrupt=kind))
+        core = Core(tmp_path / kind)
+        if kind == "mem_section_root":
+            r0 = struct.unpack("<Q", core.read_phys(ms_pa, 8))[0]
+            assert r0 - 0xFFFF888000000000 >= ok.max_mapnr * 4096
+        elif kind == "struct_pages_random":
+            assert not np.array_equal(info.struct_pages, ok.struct_pages)
+            pa = core_ok.vtop(syn.VMEMMAP_BASE, root)
+            assert core.read_phys(pa, 4096) == info.struct_pages[:64].tobytes()
+        else:
+            va = syn.VMEMMAP_BASE if kind == "pgd_loop" else 0xFFFF888000000000
+            e = struct.unpack("<Q", core.read_phys(root + ((va >> 39) & 511) * 8, 8))[0]
+            assert e & 0x000FFFFFFFFFF000 == root and e & 1

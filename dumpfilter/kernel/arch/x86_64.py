@@ -87,25 +87,37 @@ class X86_64:
                 return base + (va & ((1 << shift) - 1))
         em = self.emask
         tbl = self.root
+        seen = [tbl]
+
+        def down(e: int, name: str) -> int:
+            # a table entry pointing back at a table of this walk (itself or an upper level)
+            nxt = e & em
+            if nxt in seen:
+                raise KernelDataError(
+                    f"virtual address {va:#x}: page-table loop, the {name} entry {e:#x} points back at {nxt:#x}"
+                )
+            seen.append(nxt)
+            return nxt
+
         if self.l5:
             e = self._rd64(tbl + ((va >> 48) & 511) * 8)
             if not e & 1:
                 raise KernelDataError(f"virtual address {va:#x}: PGD entry not present")
-            tbl = e & em
+            tbl = down(e, "PGD")
         e = self._rd64(tbl + ((va >> 39) & 511) * 8)
         if not e & 1:
             raise KernelDataError(f"virtual address {va:#x}: {'P4D' if self.l5 else 'PGD'} entry not present")
-        e = self._rd64((e & em) + ((va >> 30) & 511) * 8)
+        e = self._rd64(down(e, "P4D" if self.l5 else "PGD") + ((va >> 30) & 511) * 8)
         if not e & 1:
             raise KernelDataError(f"virtual address {va:#x}: PUD entry not present")
         if e & 0x80:
             return self._leaf(va, 30, e & em & ~((1 << 30) - 1))
-        e = self._rd64((e & em) + ((va >> 21) & 511) * 8)
+        e = self._rd64(down(e, "PUD") + ((va >> 21) & 511) * 8)
         if not e & 1:
             raise KernelDataError(f"virtual address {va:#x}: PMD entry not present")
         if e & 0x80:
             return self._leaf(va, 21, e & em & ~((1 << 21) - 1))
-        e = self._rd64((e & em) + ((va >> 12) & 511) * 8)
+        e = self._rd64(down(e, "PMD") + ((va >> 12) & 511) * 8)
         if not e & 1:
             raise KernelDataError(f"virtual address {va:#x}: PTE not present")
         return self._leaf(va, 12, e & em)
