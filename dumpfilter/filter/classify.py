@@ -86,17 +86,20 @@ def exclude_pages(src: DumpSource, vi: VmcoreInfo, bitmap2: Bitmap, level: int, 
     sp = kv.memmap.page_struct_size
     counts = np.zeros(7, dtype=np.int64)
     nbits = bitmap2.nbits
+    buf_all: np.ndarray | None = None  # one struct page buffer, reused for every section
     for sec in kv.memmap.sections:
         if not sec.mem_map or sec.pfn_start >= nbits:
             continue
         n = sec.pfn_end - sec.pfn_start
+        if buf_all is None or buf_all.size < n * sp:
+            buf_all = np.empty(n * sp, dtype=np.uint8)
+        buf = buf_all[: n * sp]
         try:
-            raw = kv.mmu.read(sec.mem_map, n * sp)
+            kv.mmu.read_into(sec.mem_map, buf)
         except KernelDataError as e:
             raise KernelDataError(
                 f"can't read the struct pages of pfns {sec.pfn_start:#x}-{sec.pfn_end:#x} at {sec.mem_map:#x}: {e}"
             ) from None
-        buf = np.frombuffer(raw, dtype=np.uint8)
         check_tail_pointers(buf, sec.pfn_start, sec.mem_map, sp, kv.types.get("off_compound_head"))
         classify_section(buf, sec.pfn_start, n, params, level, bitmap2.bits, nbits, counts)
     stats.free += int(counts[0])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+
 from ...errors import KernelDataError, VmcoreinfoError
 from ...source.base import DumpSource
 from ..vmcoreinfo import VmcoreInfo
@@ -147,6 +149,23 @@ class X86_64:
             va += n
             size -= n
         return bytes(out)
+
+    def read_into(self, va: int, buf: "np.ndarray") -> None:
+        """Read ``len(buf)`` bytes of kernel virtual memory into a uint8 array, page-granular
+        pieces straight from the dump (no intermediate copies: struct page arrays are large)."""
+        ps = self.src.page_size
+        size = len(buf)
+        off = 0
+        while off < size:
+            pa = self.vtop(va + off)
+            n = min(size - off, self.leaf_extent(va + off))
+            if (pa + n - 1) // ps >= self.src.max_mapnr:
+                raise KernelDataError(f"virtual address {va + off:#x} maps to {pa:#x}, outside the dump")
+            if pa % ps == 0 and n % ps == 0:
+                self.src.read_pages(pa // ps, n // ps, buf[off : off + n])
+            else:
+                buf[off : off + n] = np.frombuffer(self.src.read_phys(pa, n), dtype=np.uint8)
+            off += n
 
     def read_u64(self, va: int) -> int:
         return struct.unpack("<Q", self.read(va, 8))[0]
