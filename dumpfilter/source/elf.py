@@ -135,7 +135,7 @@ class ElfSource(DumpSource):
         self.fv = fv or FileView(path)
         try:
             self.layout = parse_elf_headers(self.fv)
-            self.elf_class = self.layout.elf_class
+            self.elf_class = 64 if self.layout.elf_class == 2 else 32
             self.big_endian = self.layout.big_endian
             self.elf_machine = self.layout.machine
             note = self.layout.note

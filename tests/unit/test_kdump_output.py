@@ -145,3 +145,25 @@ def test_dry_run_writes_nothing(synth, tmp_path):
     assert r.returncode == 0
     assert not out.exists()
     assert b"Pages filled with zero  : 0x%016x" % synth.zero_pfns.size in r.stdout
+
+
+def test_elf32_input(tmp_path):
+    """ELF32 vmcores (i386/arm) are read too: -d 1 kdump output and -E ELF32 output keep every page."""
+    from fixtures.synthetic import SynthSpec, generate
+
+    info = generate(tmp_path / "core32", SynthSpec(elf_class=32, ram=[(0x1000, 0x9FC00), (0x100000, 0x2000000)]))
+    out = tmp_path / "dump"
+    r = run(["-l", "-d", "1", info.path, out])
+    assert r.returncode == 0, r.stderr.decode()
+    kd = KdumpFile.load(str(out))
+    assert set(kd.zero_pfns().tolist()) == set(info.zero_pfns.tolist()) & set(kd.dumped_pfns().tolist())
+    for pfn in kd.dumped_pfns()[::11].tolist():
+        assert kd.page(pfn) == info.page(pfn)
+    elf = tmp_path / "dump.elf"
+    assert run(["-E", "-d", "1", info.path, elf]).returncode == 0
+    import dumpfilter
+
+    src = dumpfilter.open(str(elf))
+    assert src.elf_class == 32
+    for pfn in info.nonzero_pfns[::13].tolist():
+        assert src.read_page(pfn) == info.page(pfn)
