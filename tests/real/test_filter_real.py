@@ -102,3 +102,17 @@ def test_mem_usage_matches_report(realcore, tmp_path):
     assert table["NON_PRI_CACHE"] == rep["cache"]
     assert table["PRI_CACHE"] == rep["cache_private"]
     assert table["ZERO"] == rep["zero"] > 0
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "7.x"])
+def test_refilter_kdump_input_equals_direct(realcore, tmp_path, kernel):
+    """Classification also works on a kdump-compressed input (struct pages read back from it)."""
+    vmcore = realcore(kernel) / "vmcore"
+    d1, r31, d31 = tmp_path / "d1", tmp_path / "r31", tmp_path / "d31"
+    assert run(["-l", "-d", "1", vmcore, d1]).returncode == 0
+    r = run(["-z", "-d", "31", d1, r31])
+    assert r.returncode == 0, r.stderr.decode()
+    assert run(["-l", "-d", "31", vmcore, d31]).returncode == 0
+    a, b = KdumpFile.load(str(r31)), KdumpFile.load(str(d31))
+    assert (a.bitmap1 == b.bitmap1).all() and (a.bitmap2 == b.bitmap2).all()
+    assert a.dump_level == 31 and a.bitmap2.sum() < 0.3 * a.bitmap1.sum()
