@@ -90,8 +90,11 @@ cdef inline void clear_range(uint8_t* bm, int64_t nbits, int64_t start, int64_t 
 
 
 def classify_section(const uint8_t[::1] pages, int64_t pfn_start, int64_t npages, const int64_t[::1] P,
-                     int level, uint8_t[::1] bitmap, int64_t nbits, int64_t[::1] counts):
+                     int level, uint8_t[::1] bitmap, int64_t nbits, int64_t[::1] counts, int64_t bm_base=0):
     """Classify ``npages`` struct pages (of pfns pfn_start..) and clear excluded pfns in ``bitmap``.
+
+    ``bitmap`` holds ``nbits`` pfns starting at pfn ``bm_base`` (one cycle); exclusions beyond it are
+    clipped (cycles are aligned so that no buddy block or folio crosses them).
 
     ``counts`` accumulates pages per kind (free, cache, cache_private, user, hwpoison, offline) and
     the number of buddy pages with an invalid order.
@@ -210,7 +213,7 @@ def classify_section(const uint8_t[::1] pages, int64_t pfn_start, int64_t npages
                 c_hwp += nr
             else:
                 c_off += nr
-            clear_range(bm, nbits, pfn, pfn + nr)
+            clear_range(bm, nbits, pfn - bm_base, pfn + nr - bm_base)
             i += nr
     counts[C_FREE] += c_free
     counts[C_CACHE] += c_cache

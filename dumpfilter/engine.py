@@ -36,15 +36,18 @@ class _Worker(threading.local):
     out: np.ndarray
 
 
-def _windows(bitmap: Bitmap, max_mapnr: int, window: int) -> Iterator[tuple[int, np.ndarray]]:
-    for w in range(0, max_mapnr, window):
+def _windows(bitmap: Bitmap, base: int, window: int) -> Iterator[tuple[int, np.ndarray]]:
+    for w in range(0, bitmap.nbits, window):
         sel = np.flatnonzero(bitmap.unpack(w, w + window))
         if sel.size:
-            yield w, sel
+            yield base + w, sel
 
 
-def compressed_batches(plan: DumpPlan, bitmap: Bitmap) -> Iterator[Batch]:
-    """Yield one Batch per pfn window that has dumpable pages, in pfn order."""
+def compressed_batches(plan: DumpPlan, bitmap: Bitmap, base: int = 0) -> Iterator[Batch]:
+    """Yield one Batch per pfn window that has dumpable pages, in pfn order.
+
+    ``bitmap`` is the 2nd bitmap of one cycle, whose first pfn is ``base``.
+    """
     bs = plan.page_size
     codec = plan.codec.flag if plan.codec else 0
     window = max(8, plan.batch_pages)
@@ -77,7 +80,7 @@ def compressed_batches(plan: DumpPlan, bitmap: Bitmap) -> Iterator[Batch]:
 
     if threads == 0:
         holder = _Worker()
-        for w, sel in _windows(bitmap, plan.max_mapnr, window):
+        for w, sel in _windows(bitmap, base, window):
             yield work(w, sel, holder, False)
         return
 
@@ -85,7 +88,7 @@ def compressed_batches(plan: DumpPlan, bitmap: Bitmap) -> Iterator[Batch]:
     pending: deque[Future[Batch]] = deque()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pydumpfile") as pool:
         try:
-            for w, sel in _windows(bitmap, plan.max_mapnr, window):
+            for w, sel in _windows(bitmap, base, window):
                 pending.append(pool.submit(work, w, sel, local, True))
                 if len(pending) >= threads + 1:
                     yield pending.popleft().result()

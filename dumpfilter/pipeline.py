@@ -5,7 +5,7 @@ import sys
 
 from .codec import get_codec
 from .errors import DumpfilterError, InputError, Interrupted, NoSpaceError, VmcoreinfoError, WrongReleaseError
-from .filter import apply_dump_level
+from .filter import CyclePlan, cycle_pfns_for
 from .kernel.arch import x86_64
 from .kernel.utsname import placeholder, read_utsname, release_of
 from .kernel.vmcoreinfo import VmcoreInfo
@@ -68,28 +68,32 @@ def build_plan(job, src: DumpSource, level: int, msgs: Messages, stats: Stats) -
         ts = ((vi.crashtime or 0) if vi is not None else 0, 0)
         pbase = x86_64.phys_base(src, vi) if src.elf_machine == x86_64.EM_X86_64 else 0
     note = src.vmcoreinfo_note
-    # makedumpfile keeps both bitmaps whole ("non-cyclic") when they fit its 4 MiB buffer, and then
-    # marks a segment's partial last page in the 1st bitmap (formats-cli.md §1.5, §5.3)
-    noncyclic = src.max_mapnr * 2 // 8 <= 4 << 20 and not job.cyclic_buffer
-    bitmap1 = src.present_bitmap(partial_last=noncyclic)
-    bitmap2 = src.dumpable_bitmap()
+    cycle_pfns = _cycle_pfns(job, src.max_mapnr)
+    # makedumpfile keeps both bitmaps whole ("non-cyclic") when they fit its buffer, and then marks a
+    # segment's partial last page in the 1st bitmap (formats-cli.md §1.5, §5.3); cyclic runs do not
+    noncyclic = src.max_mapnr <= cycle_pfns and not job.cyclic_buffer
+    cycles = CyclePlan(src, vi, level, cycle_pfns, partial_last=noncyclic)
     stats.max_mapnr = src.max_mapnr
     stats.page_size = ps
-    stats.hole = src.max_mapnr - bitmap1.count()
+    num_dumpable = 0
+    present = 0
+    with StageTimer(stats, "filter"):
+        for start, end in cycles.cycles:  # the planning pass: counts only, one cycle at a time
+            present += cycles.bitmap1(start, end).count()
+            num_dumpable += cycles.bitmap2(start, end, stats).count()
+    stats.hole = src.max_mapnr - present
     loads = getattr(src, "loads", None)
     if loads is not None:
         # makedumpfile counts "Original pages" per PT_LOAD, so the kernel-text alias counts twice
         # and "Memory Hole" can wrap around; the report mirrors that (formats-cli.md §5.6)
-        end = (lambda e: -(-e // ps)) if noncyclic else (lambda e: e // ps)
-        stats.hole = src.max_mapnr - sum(end(seg.paddr + seg.memsz) - seg.paddr // ps for seg in loads)
-    with StageTimer(stats, "filter"):
-        apply_dump_level(src, vi, bitmap2, level, stats)
+        end_of = (lambda e: -(-e // ps)) if noncyclic else (lambda e: e // ps)
+        stats.hole = src.max_mapnr - sum(end_of(seg.paddr + seg.memsz) - seg.paddr // ps for seg in loads)
     return DumpPlan(
         src=src,
         page_size=ps,
         max_mapnr=src.max_mapnr,
-        bitmap1=bitmap1,
-        bitmap2=bitmap2,
+        cycles=cycles,
+        num_dumpable=num_dumpable,
         dump_level=level,
         codec=get_codec(job.compress),
         utsname=uts,
@@ -102,6 +106,29 @@ def build_plan(job, src: DumpSource, level: int, msgs: Messages, stats: Stats) -
         batch_pages=job.batch_pages,
         num_threads=job.num_threads,
     )
+
+
+def _mem_free() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemFree:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _cycle_pfns(job, max_mapnr: int) -> int:  # noqa: ANN001
+    """Pfns per cycle: --cyclic-buffer KiB per bitmap, else min(4 MiB, 60% of MemFree / 8) per bitmap
+    (makedumpfile's rule, with room for the few bitmap-sized buffers a cycle needs)."""
+    if job.cyclic_buffer:
+        return cycle_pfns_for(max_mapnr, job.cyclic_buffer * 1024)
+    budget = 4 << 20
+    free = _mem_free()
+    if free:
+        budget = min(budget, max(1 << 16, int(free * 0.6) // 8))
+    return cycle_pfns_for(max_mapnr, budget)
 
 
 def _open_sink(job) -> Sink:  # noqa: ANN001
@@ -136,13 +163,14 @@ def run_mem_usage(job, msgs: Messages) -> int:  # noqa: ANN001
     try:
         stats = Stats()
         plan = build_plan(job, src, 31, msgs, stats)
+        _, bitmap2 = plan.cycles.full(Stats())
         bs = src.page_size
         window = 1024
         buf = np.empty(window * bs, dtype=np.uint8)
         zf = np.empty(window, dtype=np.uint8)
         zero = 0
         for w in range(0, src.max_mapnr, window):
-            flags = plan.bitmap2.unpack(w, w + window)
+            flags = bitmap2.unpack(w, w + window)
             sel = np.flatnonzero(flags)
             if sel.size == 0:
                 continue
@@ -150,7 +178,7 @@ def run_mem_usage(job, msgs: Messages) -> int:  # noqa: ANN001
             src.read_pages(w + first, n, buf)
             zero_pages(buf, bs, n, zf)
             zero += int(zf[:n][flags[first : first + n]].sum())
-        kern = plan.bitmap2.count() - zero
+        kern = bitmap2.count() - zero
         rows = [
             ("ZERO", zero, "yes", "Pages filled with zero"),
             ("NON_PRI_CACHE", stats.cache, "yes", "Cache pages without private flag"),
@@ -247,7 +275,7 @@ def run(job, msgs: Messages) -> int:  # noqa: ANN001
             msgs.report(stats, elf=job.elf)
             if job.report_json:
                 secs = stats.seconds.get("write", 0.0) + stats.seconds.get("filter", 0.0)
-                pages_in = plan.bitmap2.count()
+                pages_in = plan.num_dumpable
                 write_json(job.report_json, stats, {
                     "dump_level": plan.dump_level,
                     "compression": job.compress or "none",

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .bitmap import Bitmap
 from .codec import Codec
+from .filter import CyclePlan
 from .source.base import DumpSource
 
 
@@ -13,8 +13,8 @@ class DumpPlan:
     src: DumpSource
     page_size: int
     max_mapnr: int
-    bitmap1: Bitmap  # memory present
-    bitmap2: Bitmap  # pages to dump (zero pages still set; the writer handles them)
+    cycles: CyclePlan  # the 1st (memory present) and 2nd (pages to dump) bitmaps, per cycle
+    num_dumpable: int  # set bits of the whole 2nd bitmap (zero pages included)
     dump_level: int
     codec: Codec | None
     utsname: bytes

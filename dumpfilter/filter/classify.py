@@ -75,7 +75,8 @@ def pass_needed(level: int, vi: VmcoreInfo | None) -> bool:
 
 
 def exclude_pages(src: DumpSource, vi: VmcoreInfo, bitmap2: Bitmap, level: int, stats: Stats,
-                  kv: KernelView | None = None) -> KernelView:
+                  kv: KernelView | None = None, base: int = 0) -> KernelView:
+    """Clear excluded pfns from ``bitmap2``, which covers pfns [base, base + bitmap2.nbits)."""
     kv = kv or KernelView(src, vi)
     if (level & 16) and not kv.types.buddy_available:
         raise VmcoreinfoError(
@@ -88,7 +89,7 @@ def exclude_pages(src: DumpSource, vi: VmcoreInfo, bitmap2: Bitmap, level: int, 
     nbits = bitmap2.nbits
     buf_all: np.ndarray | None = None  # one struct page buffer, reused for every section
     for sec in kv.memmap.sections:
-        if not sec.mem_map or sec.pfn_start >= nbits:
+        if not sec.mem_map or sec.pfn_start >= base + nbits or sec.pfn_end <= base:
             continue
         n = sec.pfn_end - sec.pfn_start
         if buf_all is None or buf_all.size < n * sp:
@@ -101,7 +102,7 @@ def exclude_pages(src: DumpSource, vi: VmcoreInfo, bitmap2: Bitmap, level: int, 
                 f"can't read the struct pages of pfns {sec.pfn_start:#x}-{sec.pfn_end:#x} at {sec.mem_map:#x}: {e}"
             ) from None
         check_tail_pointers(buf, sec.pfn_start, sec.mem_map, sp, kv.types.get("off_compound_head"))
-        classify_section(buf, sec.pfn_start, n, params, level, bitmap2.bits, nbits, counts)
+        classify_section(buf, sec.pfn_start, n, params, level, bitmap2.bits, nbits, counts, base)
     stats.free += int(counts[0])
     stats.cache += int(counts[1])
     stats.cache_private += int(counts[2])

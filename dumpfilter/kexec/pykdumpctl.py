@@ -4,21 +4,25 @@
     pykdumpctl estimate [--ram SIZE] …         how much to reserve for a collector
     pykdumpctl showmem                         what is reserved now (/proc/iomem, /sys/kernel)
     pykdumpctl check-config [FILE]             parse kdump.conf (default /etc/kdump.conf)
-    pykdumpctl capture                         not implemented yet
+    pykdumpctl capture [--config FILE] …       save the vmcore (run in the kdump kernel; see capture.py)
+    pykdumpctl save-raw DEVICE [--path DIR]    save a dump left on a raw target by capture
 
 ``DUMPFILTER_SYSROOT`` redirects /proc and /sys (tests). Exit status 0, or 1 with one line on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import shlex
 import sys
 
 from ..errors import DumpfilterError
 from . import sysroot
 from .bzimage import probe
 from .crashkernel import MiB, estimate_breakdown, format_size, parse_size, reservation
-from .kdumpconf import parse_file
+from .capture import SSH_RECEIVERS, CaptureOptions, capture, save_raw
+from .kdumpconf import DEFAULT_PATH, KdumpConfError, parse_file
 
 PROG = "pykdumpctl"
 DEFAULT_CONFIG = "/etc/kdump.conf"
@@ -123,7 +127,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    raise DumpfilterError("capture is not implemented yet")
+    opts = CaptureOptions.from_env(
+        vmcore=args.vmcore,
+        target_root=args.target_root,
+        rootfs=args.rootfs,
+        hooks_dir=args.hooks_dir,
+        ssh_options=args.ssh_option,
+        ssh_receiver=args.ssh_receiver,
+        action_cmd=shlex.split(args.action_cmd) if args.action_cmd else None,
+    )
+    return capture(args.config, opts)
+
+
+def cmd_save_raw(args: argparse.Namespace) -> int:
+    path = args.path
+    if path is None:
+        config = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+        try:
+            path = parse_file(config).path if config else DEFAULT_PATH
+        except KdumpConfError as e:
+            raise DumpfilterError(f"{e} (or give --path)") from None
+    return save_raw(args.device, path, keep=args.keep)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,8 +176,41 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("file", nargs="?", default=DEFAULT_CONFIG, metavar="FILE", help=f"default {DEFAULT_CONFIG}")
     k.set_defaults(func=cmd_check_config)
 
-    cap = sub.add_parser("capture", help="(not implemented yet) save the vmcore in the capture kernel")
+    cap = sub.add_parser(
+        "capture",
+        help="save the vmcore to the kdump.conf target (run in the kdump kernel)",
+        description="Save vmcore-dmesg.txt and the vmcore to the kdump.conf target as kdump-utils' kdump.sh "
+        "does, then run final_action (or failure_action). Exit 0 when a vmcore was saved.",
+    )
+    cap.add_argument("--config", metavar="FILE", help=f"kdump.conf (default {DEFAULT_CONFIG}; missing: defaults)")
+    cap.add_argument("--vmcore", default="/proc/vmcore", metavar="FILE", help="default /proc/vmcore")
+    cap.add_argument("--target-root", metavar="DIR",
+                     help="the target filesystem is mounted at DIR already (env PYKDUMPCTL_MOUNT_ROOT)")
+    cap.add_argument("--rootfs", metavar="DIR",
+                     help="the root filesystem, for the local target and dump_to_rootfs (default /; env PYKDUMPCTL_ROOTFS)")
+    cap.add_argument("--hooks-dir", default="/etc/kdump", metavar="DIR",
+                     help="where pre.d, post.d and emergency.d are (default /etc/kdump)")
+    cap.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                     help="extra ssh/scp argument, before ours (repeat; env PYKDUMPCTL_SSH_OPTS)")
+    cap.add_argument("--ssh-receiver", choices=SSH_RECEIVERS, default="auto",
+                     help="ssh target: rearrange on the remote with its pydumpfile, or store vmcore.flat "
+                     "(default auto: pydumpfile if the remote has it)")
+    cap.add_argument("--action-cmd", metavar="CMD",
+                     help="run 'CMD ACTION' instead of reboot/halt/poweroff/shell (env PYKDUMPCTL_ACTION_CMD)")
     cap.set_defaults(func=cmd_capture)
+
+    sr = sub.add_parser(
+        "save-raw",
+        help="save the dump a raw target holds (pydumpfile -R) into PATH/$HOST_IP-$DATE/vmcore",
+        description="Read the flattened stream capture wrote to DEVICE and rearrange it into "
+        "PATH/$HOST_IP-$DATE/vmcore; then zero the stream's first 512 bytes so it is saved only once. "
+        "No dump on DEVICE is not an error.",
+    )
+    sr.add_argument("device", metavar="DEVICE", help="the raw target (block device or file)")
+    sr.add_argument("--path", metavar="DIR", help=f"where to save (default: kdump.conf's path, else {DEFAULT_PATH})")
+    sr.add_argument("--config", metavar="FILE", help=f"kdump.conf to take path from (default {DEFAULT_CONFIG} if present)")
+    sr.add_argument("--keep", action="store_true", help="do not wipe the stream header after saving")
+    sr.set_defaults(func=cmd_save_raw)
     return p
 
 

@@ -120,12 +120,12 @@ class DumpSource(ABC):
 
     # --- pages -----------------------------------------------------------------------------
     @abstractmethod
-    def present_bitmap(self, partial_last: bool = False) -> Bitmap:
-        """The 1st bitmap: pfns that are memory (not holes)."""
+    def present_bitmap(self, partial_last: bool = False, start: int = 0, end: int | None = None) -> Bitmap:
+        """The 1st bitmap for pfns [start, end): pfns that are memory (not holes)."""
 
     @abstractmethod
-    def dumpable_bitmap(self) -> Bitmap:
-        """The starting 2nd bitmap: present pfns whose contents the input actually holds."""
+    def dumpable_bitmap(self, start: int = 0, end: int | None = None) -> Bitmap:
+        """The starting 2nd bitmap for pfns [start, end): present pfns whose contents the input holds."""
 
     @abstractmethod
     def read_pages(self, pfn: int, count: int, out: memoryview | bytearray | np.ndarray) -> None:

@@ -191,26 +191,27 @@ class ElfSource(DumpSource):
         self._ranges = covered
 
     # --- bitmaps -------------------------------------------------------------------------------
-    def present_bitmap(self, partial_last: bool = False) -> Bitmap:
-        """[floor(start/ps), floor(end/ps)) for each PT_LOAD (filtering.md §4.1).
+    def present_bitmap(self, partial_last: bool = False, start: int = 0, end: int | None = None) -> Bitmap:
+        """Pfns [start, end) covered by PT_LOADs: [floor(start/ps), floor(end/ps)) each (filtering.md §4.1).
 
         With ``partial_last`` a segment's partial last page is marked too, as makedumpfile's
         non-cyclic mode does in the 1st bitmap (formats-cli.md §1.5, checked against 1.7.2).
         """
-        bm = Bitmap(self.max_mapnr)
+        end = self.max_mapnr if end is None else min(end, self.max_mapnr)
+        bm = Bitmap(end - start)
         ps = self.page_size
         for s in self.loads:
-            end = s.paddr + s.memsz
-            bm.set_range(s.paddr // ps, -(-end // ps) if partial_last else end // ps)
+            e = s.paddr + s.memsz
+            bm.set_range(s.paddr // ps - start, (-(-e // ps) if partial_last else e // ps) - start)
         return bm
 
-    def dumpable_bitmap(self) -> Bitmap:
-        """The floor-rule 1st bitmap minus pages past p_filesz of a PT_LOAD (exclude_nodata_pages)."""
-        bm = self.present_bitmap()
+    def dumpable_bitmap(self, start: int = 0, end: int | None = None) -> Bitmap:
+        """Whole pages of PT_LOADs minus pages past p_filesz (exclude_nodata_pages), pfns [start, end)."""
+        bm = self.present_bitmap(start=start, end=end)
         ps = self.page_size
         for s in self.loads:
             if s.filesz < s.memsz:
-                bm.clear_range((s.paddr + s.filesz + ps - 1) // ps, (s.paddr + s.memsz + ps - 1) // ps)
+                bm.clear_range((s.paddr + s.filesz + ps - 1) // ps - start, (s.paddr + s.memsz + ps - 1) // ps - start)
         return bm
 
     # --- pages ---------------------------------------------------------------------------------

@@ -117,11 +117,17 @@ class KdumpSource(DumpSource):
                     "the file is truncated"
                 )
 
-    def present_bitmap(self, partial_last: bool = False) -> Bitmap:
-        return self._bitmap1.copy()
+    def present_bitmap(self, partial_last: bool = False, start: int = 0, end: int | None = None) -> Bitmap:
+        return self._slice(self._bitmap1, start, end)
 
-    def dumpable_bitmap(self) -> Bitmap:
-        return self._bitmap2.copy()
+    def dumpable_bitmap(self, start: int = 0, end: int | None = None) -> Bitmap:
+        return self._slice(self._bitmap2, start, end)
+
+    def _slice(self, bm: Bitmap, start: int, end: int | None) -> Bitmap:
+        end = self.max_mapnr if end is None else min(end, self.max_mapnr)
+        if start & 7:
+            raise ValueError("bitmap slices start at a multiple of 8 pfns")
+        return Bitmap.from_bytes(end - start, bm.bits[start // 8 : (end + 7) // 8].tobytes())
 
     def desc_index(self, pfn: int) -> int:
         w = pfn >> 6

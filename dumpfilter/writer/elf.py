@@ -77,12 +77,12 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
     lay = src.layout
     cls = lay.elf_class
     end = ">" if lay.big_endian else "<"
-    keep = plan.bitmap2.copy()
+    bitmap1, keep = plan.cycles.full(Stats())  # ELF output needs its segment list up front: whole bitmaps
     if plan.exclude_zero:
         with_zero = keep.count()
         _clear_zero(plan, keep, msgs)
         stats.zero += with_zero - keep.count()
-    stats.elf_excluded = max(0, plan.bitmap1.count() - keep.count())
+    stats.elf_excluded = max(0, bitmap1.count() - keep.count())
 
     pieces: list[_Piece] = []
     for seg in src.loads:

@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 from ..engine import compressed_batches
-from ..errors import NoSpaceError
+from ..bitmap import Bitmap
+from ..errors import DumpfilterError, NoSpaceError
 from ..layouts import (
     DESC_DTYPE,
     DUMP_DH_COMPRESSED_INCOMPLETE,
@@ -80,8 +81,7 @@ def _headers(plan: DumpPlan, lay: KdumpLayout, status: int, erase: tuple[int, in
 def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
     """Write the whole dump; raises NoSpaceError (after marking the file) when space runs out."""
     bs = plan.page_size
-    bm2 = plan.bitmap2
-    lay = KdumpLayout(plan, bm2.count())
+    lay = KdumpLayout(plan, plan.num_dumpable)
     status = plan.codec.flag if plan.codec else 0
     if sink.seekable:
         h, s = _headers(plan, lay, status | DUMP_DH_COMPRESSED_INCOMPLETE, (0, 0))
@@ -89,8 +89,6 @@ def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> Non
         sink.pwrite(s, bs)
     if lay.size_note:
         sink.pwrite(plan.note_blob, lay.offset_note)
-    sink.pwrite(plan.bitmap1.tobytes(lay.bitmap_bytes), lay.bitmap1_off)
-    sink.pwrite(bm2.tobytes(lay.bitmap_bytes), lay.bitmap2_off)
 
     zero_off = lay.data_off
     pos = lay.data_off
@@ -99,9 +97,39 @@ def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> Non
         pos += bs
 
     t0 = time.monotonic()
-    total = lay.num_dumpable
     idx = 0
-    for batch in compressed_batches(plan, plan.bitmap2):
+    for start, end in plan.cycles.cycles:
+        # one cycle at a time: its slice of both bitmaps, then its pages (formats-cli.md §2.5)
+        b1 = plan.cycles.bitmap1(start, end)
+        b2 = plan.cycles.bitmap2(start, end, Stats())  # the counts were taken in the planning pass
+        sink.pwrite(b1.tobytes(), lay.bitmap1_off + start // 8)
+        sink.pwrite(b2.tobytes(), lay.bitmap2_off + start // 8)
+        idx, pos = _write_cycle(plan, sink, msgs, stats, lay, b2, start, idx, pos, zero_off, t0)
+    if idx != lay.num_dumpable:
+        raise DumpfilterError(f"internal error: {idx} pages written, {lay.num_dumpable} planned")
+    msgs.progress("Copying data", lay.num_dumpable, lay.num_dumpable, t0)
+
+    erase = (0, 0)
+    if plan.eraseinfo:
+        sink.pwrite(plan.eraseinfo, pos)
+        erase = (pos, len(plan.eraseinfo))
+    h, s = _headers(plan, lay, status, erase)
+    if sink.seekable:
+        if erase[1]:
+            sink.patch(s, bs)
+        sink.sync()
+        sink.patch(h, 0)
+        sink.sync()
+    else:
+        sink.pwrite(s, bs)
+        sink.pwrite(h, 0)
+
+
+def _write_cycle(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats, lay: KdumpLayout, b2: Bitmap,
+                 base: int, idx: int, pos: int, zero_off: int, t0: float) -> tuple[int, int]:
+    """Descriptors and data of one cycle's pages; returns the next descriptor index and data offset."""
+    bs = plan.page_size
+    for batch in compressed_batches(plan, b2, base):
         n = batch.sizes.size
         zero = batch.sizes < 0
         sizes = np.where(zero, 0, batch.sizes)
@@ -127,23 +155,8 @@ def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> Non
         sink.pwrite(descs.tobytes(), lay.pd_off + PAGE_DESC.size * idx)
         idx += n
         pos += used
-        msgs.progress("Copying data", idx, total, t0)
-    msgs.progress("Copying data", total, total, t0)
-
-    erase = (0, 0)
-    if plan.eraseinfo:
-        sink.pwrite(plan.eraseinfo, pos)
-        erase = (pos, len(plan.eraseinfo))
-    h, s = _headers(plan, lay, status, erase)
-    if sink.seekable:
-        if erase[1]:
-            sink.patch(s, bs)
-        sink.sync()
-        sink.patch(h, 0)
-        sink.sync()
-    else:
-        sink.pwrite(s, bs)
-        sink.pwrite(h, 0)
+        msgs.progress("Copying data", idx, lay.num_dumpable, t0)
+    return idx, pos
 
 
 def mark_incomplete(sink: Sink) -> None:

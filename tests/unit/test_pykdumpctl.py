@@ -197,6 +197,8 @@ def test_check_config_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 # --- capture --------------------------------------------------------------------------------------------
 
 
-def test_capture_is_a_stub(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run(capsys, "capture")
-    assert rc == 1 and err == "pykdumpctl: capture is not implemented yet\n"
+def test_capture_without_vmcore(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                tmp_path: Path) -> None:
+    monkeypatch.setenv("PYKDUMPCTL_ACTION_CMD", "true")
+    rc, _, err = run(capsys, "capture", "--config", str(tmp_path / "k.conf"), "--vmcore", str(tmp_path / "none"))
+    assert rc == 1 and "kdump:" in err
