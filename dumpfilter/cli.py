@@ -50,7 +50,8 @@ options:
   --dump-dmesg       write the crashed kernel's log (dmesg) to LOGFILE (positionals VMCORE LOGFILE)
   --partial-dmesg    with --dump-dmesg: only the log since the last `dmesg --clear`
   --num-threads N    read and compress on N worker threads (output is identical for any N)
-  --cyclic-buffer KB, -b ORDER, --work-dir DIR, --non-mmap
+  --cyclic-buffer KB build and write the bitmaps one cycle of KB*8192 pfns at a time
+  -b ORDER, --work-dir DIR, --non-mmap
                      accepted for makedumpfile compatibility
   -v                 print the version
   -h, --help         print this help
