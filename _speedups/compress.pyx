@@ -56,18 +56,7 @@ if lzo_init() != LZO_E_OK:  # pragma: no cover
     raise ImportError("lzo_init() failed")
 
 
-cdef inline bint _is_zero(const uint8_t* p, Py_ssize_t size) noexcept nogil:
-    cdef const uint64_t* w = <const uint64_t*> p
-    cdef Py_ssize_t i = 0, n = size >> 3
-    while i + 8 <= n:
-        if w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]:
-            return False
-        i += 8
-    while i < n:
-        if w[i]:
-            return False
-        i += 1
-    return True
+include "_zero.pxi"
 
 
 cdef class BatchCompressor:
@@ -160,7 +149,7 @@ cdef class BatchCompressor:
         with nogil:
             for i in range(n):
                 src = &pages[index[i] * ps]
-                if exclude_zero and _is_zero(src, ps):
+                if exclude_zero and page_is_zero(src, ps):
                     sizes[i] = -1
                     flags[i] = 0
                     continue

@@ -4,22 +4,7 @@ from libc.stdint cimport uint64_t, uint8_t
 from libc.string cimport memcmp
 
 
-cdef inline bint _page_is_zero(const uint8_t* p, Py_ssize_t size) noexcept nogil:
-    cdef const uint64_t* w = <const uint64_t*> p
-    cdef Py_ssize_t i, n = size >> 3
-    cdef uint64_t acc = 0
-    # OR in blocks of 8 words, bail out at the first non-zero block
-    i = 0
-    while i + 8 <= n:
-        acc = w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]
-        if acc:
-            return False
-        i += 8
-    while i < n:
-        if w[i]:
-            return False
-        i += 1
-    return True
+include "_zero.pxi"
 
 
 def zero_pages(const uint8_t[::1] buf, Py_ssize_t page_size, Py_ssize_t count, uint8_t[::1] out):
@@ -32,7 +17,7 @@ def zero_pages(const uint8_t[::1] buf, Py_ssize_t page_size, Py_ssize_t count, u
         raise ValueError("zero_pages: buffer too small or page size not a multiple of 8")
     with nogil:
         for i in range(count):
-            if _page_is_zero(&buf[i * page_size], page_size):
+            if page_is_zero(&buf[i * page_size], page_size):
                 out[i] = 1
                 nzero += 1
             else:
