@@ -282,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         msgs.error(f"{PROG}: out of memory")
         return 1
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter's flush at exit quiet
+        except OSError:
+            pass
+        msgs.error(f"{PROG}: the standard output was closed")
+        return 1
     except Exception as e:  # noqa: BLE001 - a bug must still end in one line and exit 1
         if os.environ.get("PYDUMPFILE_TRACEBACK"):
             raise
