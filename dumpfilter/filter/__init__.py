@@ -16,6 +16,11 @@ KERNEL_LEVEL_BITS = 2 | 4 | 8 | 16
 CYCLE_ALIGN = 1 << 18  # pfns: a multiple of every section, buddy block and (1 GiB) hugetlb folio
 
 
+def stats_add(into: Stats, frm: Stats) -> None:
+    for k in ("cache", "cache_private", "user", "free", "hwpoison", "offline"):
+        setattr(into, k, getattr(into, k) + getattr(frm, k))
+
+
 def cycle_pfns_for(max_mapnr: int, buffer_bytes: int) -> int:
     """Pfns per cycle for a bitmap buffer of ``buffer_bytes`` per bitmap (makedumpfile's cyclic buffer)."""
     pfns = max(CYCLE_ALIGN, buffer_bytes * 8 // CYCLE_ALIGN * CYCLE_ALIGN)
@@ -33,6 +38,7 @@ class CyclePlan:
         self.partial_last = partial_last
         self.cycles = [(s, min(s + self.cycle_pfns, self.max_mapnr)) for s in range(0, self.max_mapnr, self.cycle_pfns)]
         self._kv = None
+        self._single: tuple[tuple[int, int], Bitmap, Stats] | None = None
         self._try_ok: bool | None = None
         self.note: str | None = None
         self._classify = self._decide_classification()
@@ -80,7 +86,21 @@ class CyclePlan:
         return self.src.present_bitmap(partial_last=self.partial_last, start=start, end=end)
 
     def bitmap2(self, start: int, end: int, stats: Stats) -> Bitmap:
-        """The 2nd bitmap of the cycle; adds the excluded pages of the cycle to ``stats``."""
+        """The 2nd bitmap of the cycle; adds the excluded pages of the cycle to ``stats``.
+
+        With a single cycle the result is kept, so the writing pass does not classify again."""
+        if self._single is not None and self._single[0] == (start, end):
+            cached = self._single[1]
+            stats_add(stats, self._single[2])
+            return cached.copy()
+        st = Stats()
+        bm = self._compute_bitmap2(start, end, st)
+        stats_add(stats, st)
+        if len(self.cycles) == 1:
+            self._single = ((start, end), bm.copy(), st)
+        return bm
+
+    def _compute_bitmap2(self, start: int, end: int, stats: Stats) -> Bitmap:
         from .classify import exclude_pages
 
         bm = self.src.dumpable_bitmap(start=start, end=end)
