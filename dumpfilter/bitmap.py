@@ -9,7 +9,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-_HEAD_MASK = np.array([0xFF << i & 0xFF for i in range(8)], dtype=np.uint8)  # bits >= i
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def popcount_bytes(a: np.ndarray) -> int:
+    """Set bits in a uint8 array (numpy < 2 has no bitwise_count: Debian 12 ships 1.24)."""
+    return int(_POP8[a].sum(dtype=np.int64))
+
+
+def popcount_words(words: np.ndarray) -> np.ndarray:
+    """Set bits of each little-endian uint64 word, as int64."""
+    return _POP8[words.view(np.uint8)].reshape(-1, 8).sum(axis=1, dtype=np.int64)
 
 
 class Bitmap:
@@ -92,7 +102,7 @@ class Bitmap:
         if b0 == b1:
             m = ((0xFF << (start & 7)) & 0xFF) & (0xFF >> (7 - ((end - 1) & 7)))
             return int(self.bits[b0] & m).bit_count()
-        total = int(np.bitwise_count(self.bits[b0 + 1 : b1]).sum(dtype=np.int64))
+        total = popcount_bytes(self.bits[b0 + 1 : b1])
         total += int(self.bits[b0] & ((0xFF << (start & 7)) & 0xFF)).bit_count()
         total += int(self.bits[b1] & (0xFF >> (7 - ((end - 1) & 7)))).bit_count()
         return total

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bitmap import Bitmap
+from ..bitmap import Bitmap, popcount_words
 from ..errors import InputError
 from ..layouts import (
     DESC_DTYPE,
@@ -83,7 +83,7 @@ class KdumpSource(DumpSource):
         padded = np.zeros(nwords * 8, dtype=np.uint8)
         padded[: b.size] = b
         words = padded.view("<u8")
-        self._rank = np.concatenate(([0], np.cumsum(np.bitwise_count(words), dtype=np.int64)))
+        self._rank = np.concatenate(([0], np.cumsum(popcount_words(words), dtype=np.int64)))
         self._words = words
         erase = b""
         if h.header_version >= 5 and sub.offset_eraseinfo and sub.size_eraseinfo:
