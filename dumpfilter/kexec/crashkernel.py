@@ -367,9 +367,13 @@ def reservation(spec: str, ram_bytes: int, *, arch: str = "x86_64") -> Reservati
 # The initramfs counts three times: the compressed image, its unpacked copy in a tmpfs that may only
 # grow to half of the capture kernel's memory, and headroom (kdumpctl's reasoning).
 #
-# ALL CONSTANTS BELOW ARE CONSERVATIVE GUESSES. The measured numbers come later from issue 6's VM
-# test (boot the capture kernel in QEMU with decreasing crashkernel= until pydumpfile fails); until
-# then we err on the large side.
+# Measured (fixtures/kdumpvm, README "Smallest crashkernel= (measured)"; Debian 6.1 cloud kernel, 1 GiB
+# guest, 2 MB initramfs + root fs on disk): the capture kernel stops booting below ~76M; a capture
+# under `pykdumpctl capture` needs 100M with makedumpfile and 108M with pydumpfile as the collector.
+# So pydumpfile's own working set (CPython + numpy, per-cycle bitmaps, one batch per worker) is about
+# 8 MiB above makedumpfile's and the Python capture step about 24 MiB. The kernel, module and
+# initramfs sizes below stay kdumpctl's conservative allowances for a dracut-built initramfs, which is
+# far larger than the measured one; give --kernel/--initrd to use the real files.
 
 #: In-memory kernel size (bzImage init_size) when no kernel is given: distro x86_64 kernels ~40-70 MiB.
 DEFAULT_KERNEL_SIZE = 64 * MiB
@@ -382,15 +386,15 @@ PYTHON_INITRD_EXTRA = 48 * MiB
 RUNTIME_SIZE = 16 * MiB
 #: Resident size of the collector before it touches the dump.
 COLLECTOR_BASE = {
-    "pydumpfile": 128 * MiB,  # CPython + numpy + codecs + per-cycle bitmaps and worker buffers
+    "pydumpfile": 48 * MiB,  # measured: ~24 MiB capture step + makedumpfile's 16 MiB + 8 MiB
     "makedumpfile": 16 * MiB,
     "cp": 8 * MiB,
     "cat": 8 * MiB,
     "dd": 8 * MiB,
     "scp": 16 * MiB,
 }
-#: Per byte of RAM: both bitmaps at full size (2 bits per 4 KiB page = RAM / 16384), which a cyclic
-#: collector does not need all at once; kept as a safety margin that grows with the machine.
+#: Per byte of RAM: both bitmaps at full size (2 bits per 4 KiB page = RAM / 16384); the collectors
+#: build them one cycle (at most 4 MiB each) at a time, so this is a margin that grows with the machine.
 _BITMAP_DIVISOR = 16384
 _ROUND = 16 * MiB
 

@@ -70,7 +70,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             raise DumpfilterError(f"{args.initrd}: cannot read: {e.strerror}") from None
     est = estimate_breakdown(ram, args.collector, kernel_size=kernel_size, initrd_size=initrd_size, arch=args.arch)
     reserved = sysroot.kexec_status().crash_size
-    guess = " (a conservative guess until issue 6's VM measurements)"
+    guess = " (kdumpctl's allowance; see README: Smallest crashkernel= (measured))"
     if reserved is not None:
         print(f"Reserved crashkernel:    {format_size(reserved)}")
     print(f"Recommended crashkernel: {format_size(est.recommended)}")
