@@ -6,6 +6,7 @@ import sys
 from .codec import get_codec
 from .errors import DumpfilterError, InputError, Interrupted, NoSpaceError, VmcoreinfoError, WrongReleaseError
 from .filter import CyclePlan, cycle_pfns_for
+from .filter.zero import clear_zero_pages
 from .kernel.arch import x86_64
 from .kernel.utsname import placeholder, read_utsname, release_of
 from .kernel.vmcoreinfo import VmcoreInfo
@@ -155,29 +156,13 @@ def run_rearrange(job, msgs: Messages) -> int:  # noqa: ANN001
 
 def run_mem_usage(job, msgs: Messages) -> int:  # noqa: ANN001
     """makedumpfile's --mem-usage table, computed from the dump (formats-cli.md §5.7)."""
-    import numpy as np
-
-    from ._speedups.pages import zero_pages
-
     src = open_source(job.vmcore)
     try:
         stats = Stats()
         plan = build_plan(job, src, 31, msgs, stats)
         _, bitmap2 = plan.cycles.full(Stats())
         bs = src.page_size
-        window = 1024
-        buf = np.empty(window * bs, dtype=np.uint8)
-        zf = np.empty(window, dtype=np.uint8)
-        zero = 0
-        for w in range(0, src.max_mapnr, window):
-            flags = bitmap2.unpack(w, w + window)
-            sel = np.flatnonzero(flags)
-            if sel.size == 0:
-                continue
-            first, n = int(sel[0]), int(sel[-1]) + 1 - int(sel[0])
-            src.read_pages(w + first, n, buf)
-            zero_pages(buf, bs, n, zf)
-            zero += int(zf[:n][flags[first : first + n]].sum())
+        zero = clear_zero_pages(src, bitmap2.copy())
         kern = bitmap2.count() - zero
         rows = [
             ("ZERO", zero, "yes", "Pages filled with zero"),

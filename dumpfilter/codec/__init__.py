@@ -1,11 +1,9 @@
 """Page codecs keyed by the kdump page flag (formats-cli.md §1.3, §1.6).
 
-Each codec compresses one page exactly as makedumpfile does: zlib level 1 with the zlib wrapper,
-LZO1X-1 raw, snappy raw block, zstd level 1 (one frame with content size, no checksum). A page is
-stored compressed only if the result is strictly smaller than a page.
-
-Thread safety: a Codec's ``new_compressor()`` gives a callable that must not be shared between
-threads (zstandard compressors are not thread-safe); ``decompress`` is safe anywhere.
+Compression happens in batches in ``_speedups/compress.pyx`` (zlib level 1 with the zlib wrapper,
+LZO1X-1 raw, snappy raw block, zstd level 1: one frame with content size, no checksum; a page is stored
+compressed only if strictly smaller than a page). This registry names the codecs and their flags and
+decodes single pages with the PyPI packages, for reading dumps back; ``decompress`` is thread-safe.
 """
 from __future__ import annotations
 
@@ -20,21 +18,8 @@ FLAG_LZO = 0x02
 FLAG_SNAPPY = 0x04
 FLAG_ZSTD = 0x20
 
-Compressor = Callable[[bytes], bytes]
-
-
-def _zlib_new() -> Compressor:
-    return lambda page: zlib.compress(page, 1)
-
-
 def _zlib_dec(data: bytes, size: int) -> bytes:
     return zlib.decompress(data, bufsize=size)
-
-
-def _lzo_new() -> Compressor:
-    import lzo
-
-    return lambda page: lzo.compress(page, 1, False)
 
 
 def _lzo_dec(data: bytes, size: int) -> bytes:
@@ -43,23 +28,10 @@ def _lzo_dec(data: bytes, size: int) -> bytes:
     return lzo.decompress(data, False, size)
 
 
-def _snappy_new() -> Compressor:
-    import snappy
-
-    return snappy.compress
-
-
 def _snappy_dec(data: bytes, size: int) -> bytes:
     import snappy
 
     return snappy.decompress(data)
-
-
-def _zstd_new() -> Compressor:
-    import zstandard
-
-    c = zstandard.ZstdCompressor(level=1, write_content_size=True, write_checksum=False)
-    return c.compress
 
 
 def _zstd_dec(data: bytes, size: int) -> bytes:
@@ -73,15 +45,14 @@ class Codec:
     name: str
     option: str  # makedumpfile's command-line switch
     flag: int  # page_desc.flags value and header status bit
-    new_compressor: Callable[[], Compressor]
     decompress: Callable[[bytes, int], bytes]
 
 
 CODECS: dict[str, Codec] = {
-    "zlib": Codec("zlib", "-c", FLAG_ZLIB, _zlib_new, _zlib_dec),
-    "lzo": Codec("lzo", "-l", FLAG_LZO, _lzo_new, _lzo_dec),
-    "snappy": Codec("snappy", "-p", FLAG_SNAPPY, _snappy_new, _snappy_dec),
-    "zstd": Codec("zstd", "-z", FLAG_ZSTD, _zstd_new, _zstd_dec),
+    "zlib": Codec("zlib", "-c", FLAG_ZLIB, _zlib_dec),
+    "lzo": Codec("lzo", "-l", FLAG_LZO, _lzo_dec),
+    "snappy": Codec("snappy", "-p", FLAG_SNAPPY, _snappy_dec),
+    "zstd": Codec("zstd", "-z", FLAG_ZSTD, _zstd_dec),
 }
 BY_FLAG: dict[int, Codec] = {c.flag: c for c in CODECS.values()}
 

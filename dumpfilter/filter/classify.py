@@ -17,7 +17,6 @@ from ..kernel.vmcoreinfo import VmcoreInfo
 from ..source.base import DumpSource
 from ..stats import Stats
 
-CHUNK_PAGES = 1 << 15  # struct pages per Cython call at most (2 MiB of 64-byte struct pages)
 
 
 def check_tail_pointers(buf: np.ndarray, pfn_start: int, mem_map: int, sp: int, off_ch: int) -> None:

@@ -25,6 +25,8 @@ Kernels before the 128 MiB round-up (added in the 6.x series) compared the raw R
 """
 from __future__ import annotations
 
+from typing import Any
+
 import re
 from dataclasses import dataclass, field
 
@@ -466,23 +468,7 @@ def estimate_breakdown(
     )
 
 
-def estimate(
-    ram_bytes: int,
-    collector: str = "pydumpfile",
-    *,
-    kernel_size: int | None = None,
-    initrd_size: int | None = None,
-    modules_size: int | None = None,
-    luks_bytes: int = 0,
-    arch: str = "x86_64",
-) -> int:
-    """Recommended crashkernel size in bytes (see :func:`estimate_breakdown` for the parts)."""
-    return estimate_breakdown(
-        ram_bytes,
-        collector,
-        kernel_size=kernel_size,
-        initrd_size=initrd_size,
-        modules_size=modules_size,
-        luks_bytes=luks_bytes,
-        arch=arch,
-    ).recommended
+def estimate(ram_bytes: int, collector: str = "pydumpfile", **sizes: Any) -> int:
+    """Recommended crashkernel size in bytes; keyword arguments (kernel_size, initrd_size,
+    modules_size, luks_bytes, arch) as :func:`estimate_breakdown`."""
+    return estimate_breakdown(ram_bytes, collector, **sizes).recommended

@@ -187,12 +187,6 @@ class FileView:
             raise InputError(f"{self.path}: short read of {what} at offset {offset}")
         return data
 
-    def view(self, offset: int, size: int) -> memoryview | bytes:
-        """Zero-copy view when mmapped (caller must drop it before close)."""
-        if self.mm is not None and 0 <= offset and offset + size <= self.size:
-            return memoryview(self.mm)[offset : offset + size]
-        return self.pread(offset, size)
-
     def close(self) -> None:
         if self.mm is not None:
             try:

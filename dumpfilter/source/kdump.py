@@ -156,11 +156,5 @@ class KdumpSource(DumpSource):
             page = decompress_page(flags, data, ps, f"{self.path}: pfn {p:#x}")
             dst[i * ps : (i + 1) * ps] = np.frombuffer(page, dtype=np.uint8)
 
-    def read_raw_page(self, pfn: int) -> tuple[int, bytes]:
-        """(flags, stored bytes) of a dumpable pfn."""
-        idx = self.desc_index(pfn)
-        off, size, flags, _ = PAGE_DESC.unpack(self.fv.pread(self.pd_off + idx * PAGE_DESC.size, PAGE_DESC.size))
-        return flags, self.fv.pread(off, size)
-
     def close(self) -> None:
         self.fv.close()

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._speedups.pages import zero_pages
 from ..bitmap import Bitmap
 from ..errors import DumpfilterError
+from ..filter.zero import clear_zero_pages
 from ..layouts import ELF_INCOMPLETE
 from ..plan import DumpPlan
 from ..report import Messages
@@ -79,9 +79,7 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
     end = ">" if lay.big_endian else "<"
     bitmap1, keep = plan.cycles.full(Stats())  # ELF output needs its segment list up front: whole bitmaps
     if plan.exclude_zero:
-        with_zero = keep.count()
-        _clear_zero(plan, keep, msgs)
-        stats.zero += with_zero - keep.count()
+        stats.zero += clear_zero_pages(plan.src, keep, window=plan.batch_pages)
     stats.elf_excluded = max(0, bitmap1.count() - keep.count())
 
     pieces: list[_Piece] = []
@@ -166,23 +164,4 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
         sink.sync()
     else:
         sink.pwrite(ehdr(final_flags), 0)
-
-
-def _clear_zero(plan: DumpPlan, keep: Bitmap, msgs: Messages) -> None:
-    bs = plan.page_size
-    window = max(8, plan.batch_pages) // 8 * 8
-    buf = np.empty(window * bs, dtype=np.uint8)
-    zf = np.empty(window, dtype=np.uint8)
-    for w in range(0, plan.max_mapnr, window):
-        flags = keep.unpack(w, w + window)
-        sel = np.flatnonzero(flags)
-        if sel.size == 0:
-            continue
-        first = int(sel[0])
-        n = int(sel[-1]) + 1 - first
-        plan.src.read_pages(w + first, n, buf)
-        zero_pages(buf, bs, n, zf)
-        z = np.zeros(flags.size, dtype=bool)
-        z[first : first + n] = zf[:n].astype(bool)
-        keep.pack_into(w, flags & ~z)
 

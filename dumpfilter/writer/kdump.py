@@ -158,8 +158,3 @@ def _write_cycle(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats, lay: 
         msgs.progress("Copying data", idx, lay.num_dumpable, t0)
     return idx, pos
 
-
-def mark_incomplete(sink: Sink) -> None:
-    """The header already carries the incomplete bit on a seekable sink; make sure it is on disk."""
-    if sink.seekable:
-        sink.sync()

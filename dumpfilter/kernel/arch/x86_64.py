@@ -139,16 +139,9 @@ class X86_64:
 
     def read(self, va: int, size: int) -> bytes:
         """Read kernel virtual memory, translating each leaf separately."""
-        out = bytearray()
-        while size > 0:
-            pa = self.vtop(va)
-            n = min(size, self.leaf_extent(va))
-            if (pa + n - 1) // self.src.page_size >= self.src.max_mapnr:
-                raise KernelDataError(f"virtual address {va:#x} maps to {pa:#x}, outside the dump")
-            out += self.src.read_phys(pa, n)
-            va += n
-            size -= n
-        return bytes(out)
+        buf = np.empty(size, dtype=np.uint8)
+        self.read_into(va, buf)
+        return buf.tobytes()
 
     def read_into(self, va: int, buf: "np.ndarray") -> None:
         """Read ``len(buf)`` bytes of kernel virtual memory into a uint8 array, page-granular
