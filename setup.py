@@ -13,13 +13,18 @@ extensions = [
     Extension(
         "dumpfilter._speedups.compress",
         ["_speedups/compress.pyx"],
-        libraries=["z", "lzo2", "snappy", "zstd"],
+        libraries=["z", "deflate", "lzo2", "snappy", "zstd"],
         extra_compile_args=["-O3"],
     ),
     Extension(
         "dumpfilter._speedups.classify",
         ["_speedups/classify.pyx"],
         include_dirs=[numpy.get_include()],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "dumpfilter._speedups.bits",
+        ["_speedups/bits.pyx"],
         extra_compile_args=["-O3"],
     ),
 ]

@@ -222,3 +222,36 @@ def classify_section(const uint8_t[::1] pages, int64_t pfn_start, int64_t npages
     counts[C_HWPOISON] += c_hwp
     counts[C_OFFLINE] += c_off
     counts[C_BAD_ORDER] += c_bad
+
+
+def tail_pointer_stats(const uint8_t[::1] pages, int64_t sp, int64_t off_ch):
+    """Count the "tail pages" of a struct page block whose head pointer is implausible.
+
+    A struct page with bit 0 of ``compound_head`` set is a tail; the rest of the word must then be
+    an 8-byte aligned kernel address (top byte 0xff). Returns ``(n, tails, bad, first_bad,
+    first_value)``: the number of struct pages, of tails, of tails with an implausible head, the
+    index of the first such struct page and its raw ``compound_head`` (-1 and 0 when none). All
+    zeros but ``n`` when ``off_ch`` does not fit in a struct page. The policy (how many is too
+    many) is dumpfilter.filter.classify.check_tail_pointers's.
+    """
+    if sp <= 0:
+        raise ValueError("tail_pointer_stats: bad struct page size")
+    cdef int64_t n = pages.shape[0] // sp
+    cdef int64_t tails = 0, bad = 0, first_bad = -1, i
+    cdef uint64_t ch, head, first_value = 0
+    cdef const uint8_t* base
+    if off_ch < 0 or off_ch + 8 > sp or n == 0:
+        return n, 0, 0, -1, 0
+    base = &pages[0]
+    with nogil:
+        for i in range(n):
+            ch = rd64(base + i * sp + off_ch)
+            if ch & 1:
+                tails += 1
+                head = ch - 1
+                if (head & 7) != 0 or (head >> 56) != 0xFF:
+                    if bad == 0:
+                        first_bad = i
+                        first_value = ch
+                    bad += 1
+    return n, tails, bad, first_bad, first_value

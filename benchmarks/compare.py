@@ -24,6 +24,22 @@ import time
 DEFAULT_CASES = ["-l -d 31", "-c -d 31", "-l -d 1", "-l -d 1 --num-threads 2", "-z -d 31", "-p -d 31"]
 
 
+_CODEC_BIT = {"-c": 0x1, "-l": 0x2, "-p": 0x4, "-z": 0x20}
+
+
+def _codec_honoured(opts: list[str], path: str) -> bool:
+    """False when a kdump-compressed output lacks the asked codec's status bit: Debian's makedumpfile
+    1.7.2 is built without snappy and zstd and then writes uncompressed pages without a word."""
+    want = 0
+    for o in opts:
+        want = _CODEC_BIT.get(o, want)
+    if not want or "-E" in opts:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(428)
+    return len(head) == 428 and bool(int.from_bytes(head[424:428], "little") & want)
+
+
 def _timed(cmd: list[str]) -> tuple[float, int]:
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -37,7 +53,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out-dir", default=None, help="where outputs go (default: a temp dir next to the vmcore)")
     ap.add_argument("--case", action="append", help="options of one case (repeatable)")
-    ap.add_argument("--pydumpfile", default=shutil.which("pydumpfile") or f"{sys.executable} -m dumpfilter")
+    # the script next to this interpreter (a venv's bin/), not a version manager's shim on PATH,
+    # whose own start-up would be timed too
+    here = os.path.join(os.path.dirname(sys.executable), "pydumpfile")
+    default_py = here if os.access(here, os.X_OK) else shutil.which("pydumpfile") or f"{sys.executable} -m dumpfilter"
+    ap.add_argument("--pydumpfile", default=default_py)
     ap.add_argument("--makedumpfile", default=shutil.which("makedumpfile"))
     a = ap.parse_args()
     cases = a.case or DEFAULT_CASES
@@ -63,6 +83,8 @@ def main() -> int:
                     os.unlink(out)
                 cmd = (py if who == "py" else [a.makedumpfile]) + opts + [a.vmcore, out]
                 dt, rc = _timed(cmd)
+                if rc == 0 and who == "mdf" and not _codec_honoured(opts, out):
+                    rc = 1
                 if rc != 0:
                     if who == "mdf":
                         mdf_ok = False  # e.g. -p/-z on a makedumpfile built without them

@@ -77,6 +77,7 @@ class DumpJob:
     report_json: str | None = None
     num_threads: int = 0
     batch_pages: int = 512
+    non_mmap: bool = False
     explicit_level: bool = False
     cyclic_buffer: int | None = None
     mem_usage: bool = False
@@ -192,6 +193,7 @@ def parse_args(argv: list[str]) -> DumpJob | str:
     if a.show_stats:
         job.message_level |= ML_REPORT
     job.dry_run = a.dry_run
+    job.non_mmap = a.non_mmap
     job.report_json = a.report_json
     if a.num_threads is not None:
         job.num_threads = max(0, _int(a.num_threads, "num_threads"))

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, fields
-
-import numpy as np
+from typing import Any
 
 KDUMP_SIGNATURE = b"KDUMP   "
 DISKDUMP_SIGNATURE = b"DISKDUMP"
@@ -37,8 +36,19 @@ assert KDUMP_SUB_HEADER.size == 104
 
 PAGE_DESC = struct.Struct("<qIIQ")
 assert PAGE_DESC.size == 24
-DESC_DTYPE = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
-assert DESC_DTYPE.itemsize == PAGE_DESC.size
+
+
+def __getattr__(name: str) -> Any:
+    """``DESC_DTYPE``, the numpy dtype of PAGE_DESC, for readers: built on first use so that writing a
+    dump never imports numpy (its import alone costs 0.1 s)."""
+    if name == "DESC_DTYPE":
+        import numpy as np
+
+        dt = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
+        assert dt.itemsize == PAGE_DESC.size
+        globals()["DESC_DTYPE"] = dt
+        return dt
+    raise AttributeError(name)
 
 # flattened format (§2.2), big-endian
 FLAT_SIGNATURE = b"makedumpfile"

@@ -6,7 +6,6 @@ import sys
 from .codec import get_codec
 from .errors import DumpfilterError, InputError, Interrupted, NoSpaceError, VmcoreinfoError, WrongReleaseError
 from .filter import CyclePlan, cycle_pfns_for
-from .filter.zero import clear_zero_pages
 from .kernel.arch import x86_64
 from .kernel.utsname import placeholder, read_utsname, release_of
 from .kernel.vmcoreinfo import VmcoreInfo
@@ -15,8 +14,6 @@ from .report import Messages, write_json
 from .source import open_source
 from .source.base import DumpSource
 from .stats import Stats, StageTimer
-from .writer.elf import write_elf
-from .writer.flat import rearrange_to_file
 from .writer.kdump import write_kdump
 from .writer.sink import FileSink, FlatSink, NullSink, Sink
 
@@ -106,6 +103,7 @@ def build_plan(job, src: DumpSource, level: int, msgs: Messages, stats: Stats) -
         eraseinfo=src.info.eraseinfo,
         batch_pages=job.batch_pages,
         num_threads=job.num_threads,
+        use_mmap=not job.non_mmap,
     )
 
 
@@ -141,6 +139,8 @@ def _open_sink(job) -> Sink:  # noqa: ANN001
 
 
 def run_rearrange(job, msgs: Messages) -> int:  # noqa: ANN001
+    from .writer.flat import rearrange_to_file
+
     sink = FileSink(job.dumpfile, force=job.force, limit=job.limit)
     try:
         rearrange_to_file(sys.stdin.buffer, sink)
@@ -156,6 +156,8 @@ def run_rearrange(job, msgs: Messages) -> int:  # noqa: ANN001
 
 def run_mem_usage(job, msgs: Messages) -> int:  # noqa: ANN001
     """makedumpfile's --mem-usage table, computed from the dump (formats-cli.md §5.7)."""
+    from .filter.zero import clear_zero_pages
+
     src = open_source(job.vmcore)
     try:
         stats = Stats()
@@ -232,7 +234,12 @@ def run(job, msgs: Messages) -> int:  # noqa: ANN001
             sink = _open_sink(job)
             try:
                 with StageTimer(stats, "write"):
-                    (write_elf if job.elf else write_kdump)(plan, sink, msgs, stats)
+                    if job.elf:
+                        from .writer.elf import write_elf
+
+                        write_elf(plan, sink, msgs, stats)
+                    else:
+                        write_kdump(plan, sink, msgs, stats)
             except NoSpaceError as e:
                 stats.write_bytes = sink.bytes_written
                 if i + 1 < len(job.levels) and sink.seekable and not job.dry_run:

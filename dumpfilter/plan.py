@@ -26,6 +26,7 @@ class DumpPlan:
     eraseinfo: bytes = b""
     batch_pages: int = 512
     num_threads: int = 0
+    use_mmap: bool = True  # --non-mmap turns it off
     warnings: list[str] = field(default_factory=list)
 
     @property

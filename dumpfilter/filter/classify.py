@@ -5,9 +5,9 @@ skipped as a whole; every section restarts at its own first pfn.
 """
 from __future__ import annotations
 
-import numpy as np
+from array import array
 
-from .._speedups.classify import classify_section
+from .._speedups.classify import classify_section, tail_pointer_stats
 from ..bitmap import Bitmap
 from ..errors import DumpfilterError, KernelDataError, VmcoreinfoError
 from ..kernel.arch.x86_64 import EM_X86_64, X86_64
@@ -19,7 +19,7 @@ from ..stats import Stats
 
 
 
-def check_tail_pointers(buf: np.ndarray, pfn_start: int, mem_map: int, sp: int, off_ch: int) -> None:
+def check_tail_pointers(buf, pfn_start: int, mem_map: int, sp: int, off_ch: int) -> None:
     """Refuse struct pages that are evidently not struct pages (random bytes, a wrong vmemmap mapping).
 
     In a real kernel bit 0 of ``page.compound_head`` is set only on tail pages, and then the rest is
@@ -31,22 +31,14 @@ def check_tail_pointers(buf: np.ndarray, pfn_start: int, mem_map: int, sp: int, 
     are "tail pages" pointing at no kernel address, classifying them would produce garbage: stop
     with an error naming the section and the key.
     """
-    n = len(buf) // sp
-    if off_ch < 0 or off_ch + 8 > sp or n == 0:
+    n, tails, bad, first, value = tail_pointer_stats(buf, sp, off_ch)
+    if tails < 64 or tails * 16 < n:
         return
-    ch = np.ndarray((n,), dtype="<u8", buffer=buf, offset=off_ch, strides=(sp,))
-    tails = np.flatnonzero(ch & np.uint64(1))
-    if len(tails) < 64 or len(tails) * 16 < n:
-        return
-    head = ch[tails] - np.uint64(1)
-    ok = ((head & np.uint64(7)) == 0) & ((head >> np.uint64(56)) == 0xFF)
-    bad = np.flatnonzero(~ok)
-    if len(bad) >= 64 and len(bad) * 16 >= n:
-        i = int(tails[bad[0]])
+    if bad >= 64 and bad * 16 >= n:
         raise KernelDataError(
             f"the struct pages of pfns {pfn_start:#x}-{pfn_start + n:#x} at {mem_map:#x} are not plausible: "
-            f"{len(bad)} of {n} have bit 0 of OFFSET(page.compound_head)={off_ch} set without pointing at "
-            f"a struct page (pfn {pfn_start + i:#x}: {int(ch[i]):#x})"
+            f"{bad} of {n} have bit 0 of OFFSET(page.compound_head)={off_ch} set without pointing at "
+            f"a struct page (pfn {pfn_start + first:#x}: {value:#x})"
         )
 
 
@@ -84,30 +76,31 @@ def exclude_pages(src: DumpSource, vi: VmcoreInfo, bitmap2: Bitmap, level: int, 
         )
     params = kv.types.params
     sp = kv.memmap.page_struct_size
-    counts = np.zeros(7, dtype=np.int64)
+    off_ch = kv.types.get("off_compound_head")
+    counts = array("q", [0] * 7)
     nbits = bitmap2.nbits
-    buf_all: np.ndarray | None = None  # one struct page buffer, reused for every section
+    buf_all: bytearray | None = None  # one struct page buffer, reused for every section
     for sec in kv.memmap.sections:
         if not sec.mem_map or sec.pfn_start >= base + nbits or sec.pfn_end <= base:
             continue
         n = sec.pfn_end - sec.pfn_start
-        if buf_all is None or buf_all.size < n * sp:
-            buf_all = np.empty(n * sp, dtype=np.uint8)
-        buf = buf_all[: n * sp]
+        if buf_all is None or len(buf_all) < n * sp:
+            buf_all = bytearray(n * sp)
+        buf = memoryview(buf_all)[: n * sp]
         try:
             kv.mmu.read_into(sec.mem_map, buf)
         except KernelDataError as e:
             raise KernelDataError(
                 f"can't read the struct pages of pfns {sec.pfn_start:#x}-{sec.pfn_end:#x} at {sec.mem_map:#x}: {e}"
             ) from None
-        check_tail_pointers(buf, sec.pfn_start, sec.mem_map, sp, kv.types.get("off_compound_head"))
+        check_tail_pointers(buf, sec.pfn_start, sec.mem_map, sp, off_ch)
         classify_section(buf, sec.pfn_start, n, params, level, bitmap2.bits, nbits, counts, base)
-    stats.free += int(counts[0])
-    stats.cache += int(counts[1])
-    stats.cache_private += int(counts[2])
-    stats.user += int(counts[3])
-    stats.hwpoison += int(counts[4])
-    stats.offline += int(counts[5])
+    stats.free += counts[0]
+    stats.cache += counts[1]
+    stats.cache_private += counts[2]
+    stats.user += counts[3]
+    stats.hwpoison += counts[4]
+    stats.offline += counts[5]
     if counts[6]:
         stats.seconds.setdefault("invalid_free_order_pages", float(counts[6]))
     return kv

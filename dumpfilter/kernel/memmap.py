@@ -8,8 +8,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import KernelDataError, VmcoreinfoError
 from .vmcoreinfo import VmcoreInfo
 
@@ -79,7 +77,7 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
         if extreme:
             n_roots = -(-num_section // spr)
             try:
-                roots = np.frombuffer(reader.read(base, 8 * n_roots), dtype="<u8").tolist()
+                roots = list(struct.unpack_from(f"<{n_roots}Q", reader.read(base, 8 * n_roots)))
             except KernelDataError as e:
                 first_error.append(str(e))
                 return None

@@ -5,9 +5,8 @@ Never from a kernel-version table where VMCOREINFO says it; makedumpfile's legac
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
-
-import numpy as np
 
 from ..errors import VmcoreinfoError
 from .vmcoreinfo import VmcoreInfo
@@ -27,7 +26,7 @@ UNKNOWN = -1
 
 @dataclass
 class PageTypes:
-    params: np.ndarray  # int64[len(P_NAMES)]
+    params: array  # array('q'), int64[len(P_NAMES)]: a buffer for classify_section's const int64_t[::1]
     pass_always: bool  # NUMBER(PG_hwpoison) exists: the classification pass runs at every level
     buddy_available: bool
     notes: list[str]
@@ -39,7 +38,7 @@ class PageTypes:
 def derive(vi: VmcoreInfo) -> PageTypes:
     n, off, size, length = vi.number, vi.offset, vi.size, vi.length
     notes: list[str] = []
-    v = np.full(len(P_NAMES), UNKNOWN, dtype=np.int64)
+    v = array("q", [UNKNOWN] * len(P_NAMES))
 
     def setp(name: str, value: int | None) -> None:
         if value is not None:

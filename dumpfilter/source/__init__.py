@@ -7,10 +7,17 @@ from ..errors import InputError
 from ..layouts import DISKDUMP_SIGNATURE, FLAT_SIGNATURE, KDUMP_SIGNATURE
 from .base import DumpSource, FileView, Note, parse_notes
 from .elf import ElfSource
-from .flat import FlatView
-from .kdump import KdumpSource
 
 __all__ = ["DumpSource", "ElfSource", "KdumpSource", "Note", "open_source", "parse_notes"]
+
+
+def __getattr__(name: str) -> type:
+    # the kdump-compressed reader needs numpy; imported only when such an input is opened
+    if name == "KdumpSource":
+        from .kdump import KdumpSource
+
+        return KdumpSource
+    raise AttributeError(name)
 
 
 def open_source(path: str | os.PathLike[str]) -> DumpSource:
@@ -27,8 +34,13 @@ def open_source(path: str | os.PathLike[str]) -> DumpSource:
     if head[:4] == b"\x7fELF":
         return ElfSource(p, fv)
     if head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE):
+        from .kdump import KdumpSource
+
         return KdumpSource(p, fv)
     if head[:12] == FLAT_SIGNATURE:
+        from .flat import FlatView
+        from .kdump import KdumpSource
+
         fv.close()
         view = FlatView(p)
         try:

@@ -11,7 +11,6 @@ import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from ..bitmap import Bitmap
 from ..errors import InputError
@@ -128,7 +127,7 @@ class DumpSource(ABC):
         """The starting 2nd bitmap for pfns [start, end): present pfns whose contents the input holds."""
 
     @abstractmethod
-    def read_pages(self, pfn: int, count: int, out: memoryview | bytearray | np.ndarray) -> None:
+    def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         """Fill ``out`` with ``count`` pages starting at ``pfn``."""
 
     def read_page(self, pfn: int) -> bytes:

@@ -10,7 +10,6 @@ import os
 import struct
 from dataclasses import dataclass
 
-import numpy as np
 
 from ..bitmap import Bitmap
 from ..errors import InputError
@@ -215,11 +214,18 @@ class ElfSource(DumpSource):
         return bm
 
     # --- pages ---------------------------------------------------------------------------------
-    def read_pages(self, pfn: int, count: int, out: memoryview | bytearray | np.ndarray) -> None:
+    def direct_ranges(self) -> tuple[int, list[tuple[int, int, int]]] | None:
+        """(fd, [(phys_start, phys_end, file_offset)]) for readers in C, when the file is a plain file
+        (not a flattened one seen through a FlatView)."""
+        if type(self.fv) is not FileView or self.fv.fd < 0:
+            return None
+        return self.fv.fd, list(self._ranges)
+
+    def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         ps = self.page_size
-        dst = np.frombuffer(out, dtype=np.uint8) if not isinstance(out, np.ndarray) else out.view(np.uint8).reshape(-1)
+        mv = memoryview(out).cast("B")
         nbytes = count * ps
-        if dst.size < nbytes:
+        if mv.nbytes < nbytes:
             raise ValueError("read_pages: output buffer too small")
         start = pfn * ps
         end = start + nbytes
@@ -228,7 +234,6 @@ class ElfSource(DumpSource):
             i = 0
         pos = start  # everything before pos has been filled
         fd = self.fv.fd
-        mv = memoryview(dst)
         while i < len(self._ranges):
             s, e, foff = self._ranges[i]
             if s >= end:
@@ -237,16 +242,16 @@ class ElfSource(DumpSource):
                 a = max(s, start)
                 b = min(e, end)
                 if a > pos:
-                    dst[pos - start : a - start] = 0
+                    mv[pos - start : a - start] = bytes(a - pos)
                 if fd >= 0 and self.fv.mm is not None:
                     # pread, not the mapping: it releases the GIL and keeps file pages out of our RSS
                     _pread_into(fd, mv[a - start : b - start], foff + (a - s), self.path)
                 else:
-                    dst[a - start : b - start] = np.frombuffer(self.fv.pread(foff + (a - s), b - a), dtype=np.uint8)
+                    mv[a - start : b - start] = self.fv.pread(foff + (a - s), b - a)
                 pos = max(pos, b)
             i += 1
         if pos < end:
-            dst[pos - start : nbytes] = 0
+            mv[pos - start : nbytes] = bytes(end - pos)
 
     def close(self) -> None:
         self.fv.close()

@@ -78,7 +78,7 @@ class KdumpSource(DumpSource):
             )
         self._check_descriptors()
         # cumulative popcount per 64-pfn word: descriptor index of pfn = rank of its bit
-        b = self._bitmap2.bits
+        b = np.frombuffer(self._bitmap2.bits, dtype=np.uint8)
         nwords = (b.size + 7) // 8
         padded = np.zeros(nwords * 8, dtype=np.uint8)
         padded[: b.size] = b
@@ -127,7 +127,7 @@ class KdumpSource(DumpSource):
         end = self.max_mapnr if end is None else min(end, self.max_mapnr)
         if start & 7:
             raise ValueError("bitmap slices start at a multiple of 8 pfns")
-        return Bitmap.from_bytes(end - start, bm.bits[start // 8 : (end + 7) // 8].tobytes())
+        return Bitmap.from_bytes(end - start, memoryview(bm.bits)[start // 8 : (end + 7) // 8])
 
     def desc_index(self, pfn: int) -> int:
         w = pfn >> 6

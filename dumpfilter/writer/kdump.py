@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
-from ..engine import compressed_batches
 from ..bitmap import Bitmap
+from ..engine import DirectReader, compressed_batches, direct_reader, fill_descs
 from ..errors import DumpfilterError, NoSpaceError
 from ..layouts import (
-    DESC_DTYPE,
     DUMP_DH_COMPRESSED_INCOMPLETE,
     KDUMP_SUB_HEADER,
     PAGE_DESC,
@@ -98,13 +95,14 @@ def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> Non
 
     t0 = time.monotonic()
     idx = 0
+    reader = direct_reader(plan)
     for start, end in plan.cycles.cycles:
         # one cycle at a time: its slice of both bitmaps, then its pages (formats-cli.md §2.5)
         b1 = plan.cycles.bitmap1(start, end)
         b2 = plan.cycles.bitmap2(start, end, Stats())  # the counts were taken in the planning pass
         sink.pwrite(b1.tobytes(), lay.bitmap1_off + start // 8)
         sink.pwrite(b2.tobytes(), lay.bitmap2_off + start // 8)
-        idx, pos = _write_cycle(plan, sink, msgs, stats, lay, b2, start, idx, pos, zero_off, t0)
+        idx, pos = _write_cycle(plan, sink, msgs, stats, lay, b2, start, idx, pos, zero_off, t0, reader)
     if idx != lay.num_dumpable:
         raise DumpfilterError(f"internal error: {idx} pages written, {lay.num_dumpable} planned")
     msgs.progress("Copying data", lay.num_dumpable, lay.num_dumpable, t0)
@@ -126,35 +124,34 @@ def write_kdump(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> Non
 
 
 def _write_cycle(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats, lay: KdumpLayout, b2: Bitmap,
-                 base: int, idx: int, pos: int, zero_off: int, t0: float) -> tuple[int, int]:
+                 base: int, idx: int, pos: int, zero_off: int, t0: float,
+                 reader: DirectReader | None) -> tuple[int, int]:
     """Descriptors and data of one cycle's pages; returns the next descriptor index and data offset."""
-    bs = plan.page_size
-    for batch in compressed_batches(plan, b2, base):
-        n = batch.sizes.size
-        zero = batch.sizes < 0
-        sizes = np.where(zero, 0, batch.sizes)
-        ends = np.cumsum(sizes)
-        descs = np.zeros(n, dtype=DESC_DTYPE)
-        descs["offset"] = np.where(zero, zero_off, pos + ends - sizes)
-        descs["size"] = np.where(zero, bs, sizes)
-        descs["flags"] = batch.flags
-        nzero = int(zero.sum())
-        stats.zero += nzero
-        stats.dumped += n - nzero
-        used = int(ends[-1]) if n else 0
+    desc_size = PAGE_DESC.size
+    for wb in compressed_batches(plan, b2, base, reader):
+        n = wb.count
+        nbytes = fill_descs(wb, pos, zero_off)
+        stats.zero += wb.nzero
+        stats.dumped += n - wb.nzero
+        used = wb.used
         try:
-            sink.pwrite(memoryview(batch.out)[:used], pos)
+            sink.pwrite(memoryview(wb.out)[:used], pos)
         except NoSpaceError as e:
+            # keep the descriptors of the pages whose data did reach the file
             written = getattr(e, "written", 0)
-            k = int(np.searchsorted(ends, written, side="right"))
+            k = end = 0
+            for size in wb.sizes_list():
+                end += max(size, 0)
+                if end > written:
+                    break
+                k += 1
             try:
-                sink.pwrite(descs[:k].tobytes(), lay.pd_off + PAGE_DESC.size * idx)
+                sink.pwrite(memoryview(wb.descs)[: k * desc_size], lay.pd_off + desc_size * idx)
             except NoSpaceError:
                 pass
             raise
-        sink.pwrite(descs.tobytes(), lay.pd_off + PAGE_DESC.size * idx)
+        sink.pwrite(memoryview(wb.descs)[:nbytes], lay.pd_off + desc_size * idx)
         idx += n
         pos += used
         msgs.progress("Copying data", idx, lay.num_dumpable, t0)
     return idx, pos
-

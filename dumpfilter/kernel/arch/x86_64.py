@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-
 from ...errors import KernelDataError, VmcoreinfoError
 from ...source.base import DumpSource
 from ..vmcoreinfo import VmcoreInfo
@@ -139,15 +137,19 @@ class X86_64:
 
     def read(self, va: int, size: int) -> bytes:
         """Read kernel virtual memory, translating each leaf separately."""
-        buf = np.empty(size, dtype=np.uint8)
+        buf = bytearray(size)
         self.read_into(va, buf)
-        return buf.tobytes()
+        return bytes(buf)
 
-    def read_into(self, va: int, buf: "np.ndarray") -> None:
-        """Read ``len(buf)`` bytes of kernel virtual memory into a uint8 array, page-granular
-        pieces straight from the dump (no intermediate copies: struct page arrays are large)."""
+    def read_into(self, va: int, buf) -> None:
+        """Read ``len(buf)`` bytes of kernel virtual memory into a writable buffer (bytearray,
+        memoryview, uint8 array...), page-granular pieces straight from the dump (no intermediate
+        copies: struct page arrays are large)."""
+        mv = memoryview(buf)
+        if mv.format != "B" or mv.ndim != 1:
+            mv = mv.cast("B")
         ps = self.src.page_size
-        size = len(buf)
+        size = mv.nbytes
         off = 0
         while off < size:
             pa = self.vtop(va + off)
@@ -155,9 +157,9 @@ class X86_64:
             if (pa + n - 1) // ps >= self.src.max_mapnr:
                 raise KernelDataError(f"virtual address {va + off:#x} maps to {pa:#x}, outside the dump")
             if pa % ps == 0 and n % ps == 0:
-                self.src.read_pages(pa // ps, n // ps, buf[off : off + n])
+                self.src.read_pages(pa // ps, n // ps, mv[off : off + n])
             else:
-                buf[off : off + n] = np.frombuffer(self.src.read_phys(pa, n), dtype=np.uint8)
+                mv[off : off + n] = self.src.read_phys(pa, n)
             off += n
 
     def read_u64(self, va: int) -> int:
