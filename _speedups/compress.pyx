@@ -4,8 +4,8 @@
 One ``BatchCompressor`` per worker thread: it owns the codec state (LZO work memory, a zstd context,
 a libdeflate compressor), so instances must not be shared between threads. ``compress_batch`` takes
 a block of pages, tests each for zero, compresses it (zlib format by libdeflate level 2, LZO1X-1,
-snappy, zstd level 1: makedumpfile's codecs and levels; LZO, snappy and zstd bytes are the same as
-makedumpfile's) and keeps the result only if it is strictly smaller than a page.
+snappy, zstd level 1: the formats makedumpfile writes and reads) and keeps the result only if it is
+strictly smaller than a page.
 """
 from libc.errno cimport errno, EINTR
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -40,9 +40,9 @@ cdef extern from "libdeflate.h" nogil:
 cdef extern from "lzo/lzo1x.h" nogil:
     ctypedef unsigned long lzo_uint
     int lzo_init()
-    int lzo1x_1_compress(const uint8_t* src, lzo_uint src_len, uint8_t* dst, lzo_uint* dst_len, void* wrkmem)
+    int lzo1x_1_12_compress(const uint8_t* src, lzo_uint src_len, uint8_t* dst, lzo_uint* dst_len, void* wrkmem)
     int LZO_E_OK
-    int LZO1X_1_MEM_COMPRESS
+    int LZO1X_1_12_MEM_COMPRESS
 
 cdef extern from "snappy-c.h" nogil:
     ctypedef enum snappy_status:
@@ -104,7 +104,7 @@ cdef class BatchCompressor:
         if snappy_max_compressed_length(page_size) > self.tmp_cap:
             self.tmp_cap = snappy_max_compressed_length(page_size)
         self.tmp = <uint8_t*> malloc(self.tmp_cap)
-        self.lzo_wrk = malloc(LZO1X_1_MEM_COMPRESS) if codec == C_LZO else NULL
+        self.lzo_wrk = malloc(LZO1X_1_12_MEM_COMPRESS) if codec == C_LZO else NULL
         self.zctx = ZSTD_createCCtx() if codec == C_ZSTD else NULL
         if codec == C_ZLIB:
             # zlib format (RFC 1950) written by libdeflate at level 2: on the pages of a real 6.1
@@ -138,7 +138,10 @@ cdef class BatchCompressor:
                 return -1
         elif self.codec == C_LZO:
             ll = self.tmp_cap
-            if lzo1x_1_compress(src, ps, self.tmp, &ll, self.lzo_wrk) != LZO_E_OK:
+            # LZO1X-1 with a 2^12-entry dictionary: for 4 KiB pages 8-10% faster than lzo1x_1 (2^14,
+            # makedumpfile's choice; the per-call clearing of its 32 KiB dictionary is most of the
+            # difference) for 0.2% more bytes; the same LZO1X format, read by lzo1x_decompress_safe
+            if lzo1x_1_12_compress(src, ps, self.tmp, &ll, self.lzo_wrk) != LZO_E_OK:
                 return -1
             r = ll
         elif self.codec == C_SNAPPY:

@@ -6,6 +6,7 @@ incomplete dump), 2 a -i VMCOREINFO file from another kernel release.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import signal
@@ -258,6 +259,9 @@ def _on_signal(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a short-lived process whose objects are freed by reference counting: the cyclic collector
+    # would only walk the heap now and then for nothing
+    gc.disable()
     argv = sys.argv[1:] if argv is None else argv
     msgs = Messages(DEFAULT_LEVEL)
     try:
@@ -296,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msgs.error(f"{PROG}: internal error: {type(e).__name__}: {e} (set PYDUMPFILE_TRACEBACK=1 for details)")
         return 1
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":  # pragma: no cover

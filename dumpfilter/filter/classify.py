@@ -84,17 +84,26 @@ def exclude_pages(src: DumpSource, vi: VmcoreInfo, bitmap2: Bitmap, level: int, 
         if not sec.mem_map or sec.pfn_start >= base + nbits or sec.pfn_end <= base:
             continue
         n = sec.pfn_end - sec.pfn_start
-        if buf_all is None or len(buf_all) < n * sp:
-            buf_all = bytearray(n * sp)
-        buf = memoryview(buf_all)[: n * sp]
         try:
-            kv.mmu.read_into(sec.mem_map, buf)
+            # the struct pages of a section are usually one 2 MiB vmemmap page: mapped, not copied
+            mapped = kv.mmu.view(sec.mem_map, n * sp)
+            if mapped is None:
+                if buf_all is None or len(buf_all) < n * sp:
+                    buf_all = bytearray(n * sp)
+                buf = memoryview(buf_all)[: n * sp]
+                kv.mmu.read_into(sec.mem_map, buf)
+            else:
+                buf = mapped[0]
         except KernelDataError as e:
             raise KernelDataError(
                 f"can't read the struct pages of pfns {sec.pfn_start:#x}-{sec.pfn_end:#x} at {sec.mem_map:#x}: {e}"
             ) from None
-        check_tail_pointers(buf, sec.pfn_start, sec.mem_map, sp, off_ch)
-        classify_section(buf, sec.pfn_start, n, params, level, bitmap2.bits, nbits, counts, base)
+        try:
+            check_tail_pointers(buf, sec.pfn_start, sec.mem_map, sp, off_ch)
+            classify_section(buf, sec.pfn_start, n, params, level, bitmap2.bits, nbits, counts, base)
+        finally:
+            if mapped is not None:
+                src.release_view(mapped[0], mapped[1])  # type: ignore[attr-defined]
     stats.free += counts[0]
     stats.cache += counts[1]
     stats.cache_private += counts[2]

@@ -6,6 +6,7 @@ notes; each PT_LOAD maps [p_paddr, p_paddr+p_memsz) with p_filesz bytes at p_off
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -220,6 +221,38 @@ class ElfSource(DumpSource):
         if type(self.fv) is not FileView or self.fv.fd < 0:
             return None
         return self.fv.fd, list(self._ranges)
+
+    def phys_view(self, paddr: int, size: int) -> memoryview | None:
+        """A read-only view of physical memory [paddr, paddr+size) in the file's mapping, without a
+        copy, when one PT_LOAD's file data holds all of it; None otherwise. Give it back with
+        ``release_view`` so that its pages leave our RSS."""
+        mm = self.fv.mm
+        if mm is None or type(self.fv) is not FileView:
+            return None
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        if i < 0:
+            return None
+        s, e, foff = self._ranges[i]
+        if paddr + size > e:
+            return None
+        off = foff + (paddr - s)
+        return memoryview(mm)[off : off + size]
+
+    def release_view(self, view: memoryview, paddr: int) -> None:
+        """Drop a phys_view's pages from this process (they stay in the page cache)."""
+        s, e, foff = self._ranges[bisect.bisect_right(self._starts, paddr) - 1]
+        off = foff + (paddr - s)
+        size = view.nbytes
+        view.release()
+        mm = self.fv.mm
+        hp = mmap.PAGESIZE
+        a = -(-off // hp) * hp
+        b = (off + size) // hp * hp
+        if mm is not None and b > a:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+            except (OSError, ValueError):
+                pass
 
     def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         ps = self.page_size

@@ -162,5 +162,18 @@ class X86_64:
                 mv[off : off + n] = self.src.read_phys(pa, n)
             off += n
 
+    def view(self, va: int, size: int) -> tuple[memoryview, int] | None:
+        """(a read-only view of kernel virtual memory [va, va+size), its physical address) without a
+        copy, when one leaf mapping covers it and the source can map it (a plain ELF file); else
+        None. Return the view with ``self.src.release_view(view, paddr)``."""
+        get = getattr(self.src, "phys_view", None)
+        if get is None:
+            return None
+        pa = self.vtop(va)
+        if size > self.leaf_extent(va) or (pa + size - 1) // self.src.page_size >= self.src.max_mapnr:
+            return None
+        v = get(pa, size)
+        return None if v is None else (v, pa)
+
     def read_u64(self, va: int) -> int:
         return struct.unpack("<Q", self.read(va, 8))[0]
