@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dumpfilter._speedups.classify import classify_section
-from dumpfilter._speedups.compress import BatchCompressor
+from dumpfilter._speedups.compress import BatchCompressor, DirectReader, WindowBuffers, WindowCompressor
 from dumpfilter._speedups.pages import zero_pages
 from dumpfilter.kernel.pagetypes import derive
 from dumpfilter.kernel.vmcoreinfo import VmcoreInfo
@@ -20,10 +20,15 @@ N = 1024
 
 
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory):
+def core(tmp_path_factory):
     from fixtures.synthetic import SynthSpec, generate
 
-    info = generate(tmp_path_factory.mktemp("b") / "core", SynthSpec(ram=[(0x100000, 0x4000000)]))
+    return generate(tmp_path_factory.mktemp("b") / "core", SynthSpec(ram=[(0x100000, 0x4000000)]))
+
+
+@pytest.fixture(scope="module")
+def pages(core):
+    info = core
     buf = bytearray()
     for pfn in info.nonzero_pfns[:N].tolist():
         buf += info.page(pfn)
@@ -73,3 +78,21 @@ def test_classify_section(benchmark):
         classify_section(raw, 0, n, params, 31, bm, n, counts)
 
     benchmark(run)
+
+
+@pytest.mark.parametrize("use_mmap", [True, False], ids=["mmap", "pread"])
+def test_compress_window(benchmark, core, use_mmap):
+    """The writer's kernel: read one 512-page window of the 2nd bitmap from the file, zero-test and
+    LZO-compress it (zero pages excluded)."""
+    from dumpfilter.source import open_source
+
+    src = open_source(core.path)
+    fd, ranges = src.direct_ranges()
+    bm = src.dumpable_bitmap()
+    start = bm.next_set(0)
+    reader = DirectReader(fd, ranges, use_mmap)
+    comp = WindowCompressor(2, PS)
+    wb = WindowBuffers(512, PS)
+    benchmark(comp.compress_window, bm.bits, start, start + 512, 0, wb, reader, src.read_pages, True)
+    assert wb.count == 512 and 0 < wb.used < 512 * PS
+    src.close()

@@ -28,7 +28,7 @@ USAGE = f"""usage: {PROG} [-c|-l|-p|-z] [-E] [-d DL[,DL...]] [-L SIZE] [-f] [opt
 Create a small dumpfile from a vmcore (/proc/vmcore, an ELF or kdump-compressed file), like makedumpfile.
 
 options:
-  -c                 compress pages with zlib (level 1)
+  -c                 compress pages with zlib (zlib format, by libdeflate level 2)
   -l                 compress pages with lzo (LZO1X-1)
   -p                 compress pages with snappy
   -z                 compress pages with zstd (level 1)
@@ -52,7 +52,8 @@ options:
   --partial-dmesg    with --dump-dmesg: only the log since the last `dmesg --clear`
   --num-threads N    read and compress on N worker threads (output is identical for any N)
   --cyclic-buffer KB build and write the bitmaps one cycle of KB*8192 pfns at a time
-  -b ORDER, --work-dir DIR, --non-mmap
+  --non-mmap         read the vmcore with pread instead of mapping it (mapping is the default)
+  -b ORDER, --work-dir DIR
                      accepted for makedumpfile compatibility
   -v                 print the version
   -h, --help         print this help
