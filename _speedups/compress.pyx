@@ -305,7 +305,6 @@ cdef class WindowBuffers:
     cdef public bytearray sizes  # int64 per page: stored size, -1 for an excluded zero page
     cdef public bytearray flags  # uint32 per page
     cdef public bytearray descs  # page_desc per page (24 bytes), filled by fill_descs
-    cdef public object pfns      # the pfns of the window's pages, as (start, end) runs (list)
     cdef public Py_ssize_t count, used, nzero
 
     def __cinit__(self, Py_ssize_t capacity, Py_ssize_t page_size):
@@ -321,7 +320,6 @@ cdef class WindowBuffers:
         self.sizes = bytearray(capacity * 8)
         self.flags = bytearray(capacity * 4)
         self.descs = bytearray(capacity * 24)
-        self.pfns = []
         self.count = self.used = self.nzero = 0
 
     def __dealloc__(self):
@@ -400,7 +398,7 @@ cdef class WindowCompressor(BatchCompressor):
         """Read, zero-test and compress the pages whose bits are set in [wstart, wend) of ``bitmap``
         (bit i is pfn base + i) into ``wb``. Pages come from ``reader`` (C, GIL released) or, when it is
         None, from ``read_pages(pfn, count, buffer)`` (any DumpSource). Sets wb.count, wb.used,
-        wb.nzero and wb.pfns; raises OSError on a read error."""
+        wb.nzero; raises OSError on a read error."""
         cdef Py_ssize_t ps = self.page_size, nruns, r, k = 0, i, c
         cdef int64_t* rs
         cdef int64_t* re
@@ -432,7 +430,6 @@ cdef class WindowCompressor(BatchCompressor):
         try:
             with nogil:
                 nruns = _collect_runs(&bitmap[0], wstart, wend, rs, re)
-            wb.pfns = [(base + rs[r], base + re[r]) for r in range(nruns)]
             if reader is None:
                 # any source: its own read_pages, one call per run, with the GIL
                 for r in range(nruns):

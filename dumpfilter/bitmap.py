@@ -8,7 +8,10 @@ numpy arrays (unpack, pack_into, popcount_words): importing this module must not
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 from ._speedups import bits as _bits
 

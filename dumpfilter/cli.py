@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import sys
-from dataclasses import dataclass, field
+from .record import dataclass, field
 
 from . import __version__
 from .errors import DumpfilterError, Interrupted, UsageError

@@ -6,8 +6,11 @@ page descriptors 24 bytes. The flattened framing is big-endian on every host.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, fields
-from typing import Any
+from .record import dataclass, fields
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 KDUMP_SIGNATURE = b"KDUMP   "
 DISKDUMP_SIGNATURE = b"DISKDUMP"

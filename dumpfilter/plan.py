@@ -1,7 +1,7 @@
 """DumpPlan: everything a writer needs, decided before the first output byte."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from .record import dataclass, field
 
 from .codec import Codec
 from .filter import CyclePlan

@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import TextIO
 
 from .stats import Stats
 

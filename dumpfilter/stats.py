@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from .record import asdict, dataclass, field
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from ..record import dataclass
 
 from ..errors import DumpfilterError, InputError
 

@@ -6,7 +6,7 @@ kernel virtual address of the struct page of ``pfn_start`` (0 when the section h
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from ..record import dataclass
 
 from ..errors import KernelDataError, VmcoreinfoError
 from .vmcoreinfo import VmcoreInfo

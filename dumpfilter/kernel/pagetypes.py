@@ -6,7 +6,7 @@ Never from a kernel-version table where VMCOREINFO says it; makedumpfile's legac
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+from ..record import dataclass
 
 from ..errors import VmcoreinfoError
 from .vmcoreinfo import VmcoreInfo

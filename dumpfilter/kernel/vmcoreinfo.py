@@ -6,7 +6,7 @@ key including ``=``, and the first matching line wins.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from ..record import dataclass, field
 
 from ..errors import VmcoreinfoError
 

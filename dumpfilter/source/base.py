@@ -9,7 +9,7 @@ import os
 import resource
 import struct
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from ..record import dataclass, field
 
 
 from ..bitmap import Bitmap

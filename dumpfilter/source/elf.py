@@ -9,7 +9,7 @@ import bisect
 import mmap
 import os
 import struct
-from dataclasses import dataclass
+from ..record import dataclass
 
 
 from ..bitmap import Bitmap

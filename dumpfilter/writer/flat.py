@@ -6,7 +6,9 @@ an interrupted or truncated stream never leaves a file that looks complete.
 """
 from __future__ import annotations
 
-from typing import BinaryIO
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 from ..layouts import DISKDUMP_SIGNATURE, DUMP_DH_COMPRESSED_INCOMPLETE, ELF_INCOMPLETE, KDUMP_SIGNATURE, STATUS_OFFSET
 from ..source.flat import rearrange

@@ -8,7 +8,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 from ..errors import NoSpaceError, OutputError
 from ..layouts import FLAT_END, FLAT_HEADER, FLAT_HEADER_SIZE, FLAT_RECORD, FLAT_SIGNATURE, FLAT_TYPE, FLAT_VERSION
