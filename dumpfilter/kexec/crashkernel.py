@@ -371,9 +371,10 @@ def reservation(spec: str, ram_bytes: int, *, arch: str = "x86_64") -> Reservati
 #
 # Measured (fixtures/kdumpvm, README "Smallest crashkernel= (measured)"; Debian 6.1 cloud kernel, 1 GiB
 # guest, 2 MB initramfs + root fs on disk): the capture kernel stops booting below ~76M; a capture
-# under `pykdumpctl capture` needs 100M with makedumpfile and 108M with pydumpfile as the collector.
-# So pydumpfile's own working set (CPython + numpy, per-cycle bitmaps, one batch per worker) is about
-# 8 MiB above makedumpfile's and the Python capture step about 24 MiB. The kernel, module and
+# under `pykdumpctl capture` needs 88M with makedumpfile and 92M with pydumpfile as the collector
+# (since the capture path no longer imports numpy; 100M and 108M before). So pydumpfile's own working
+# set (CPython, per-cycle bitmaps, one window per worker) is about 4 MiB above makedumpfile's and the
+# Python capture step about 12 MiB. The kernel, module and
 # initramfs sizes below stay kdumpctl's conservative allowances for a dracut-built initramfs, which is
 # far larger than the measured one; give --kernel/--initrd to use the real files.
 
@@ -381,14 +382,15 @@ def reservation(spec: str, ram_bytes: int, *, arch: str = "x86_64") -> Reservati
 DEFAULT_KERNEL_SIZE = 64 * MiB
 #: Modules loaded in the capture kernel (storage, network, filesystem).
 DEFAULT_MODULES_SIZE = 16 * MiB
-#: A dracut kdump initramfs with makedumpfile; pydumpfile adds python3 + numpy + codec modules.
+#: A dracut kdump initramfs with makedumpfile; pydumpfile adds python3 and its codec libraries
+#: (numpy is installed as a dependency but never loaded while capturing).
 DEFAULT_INITRD_SIZE = 32 * MiB
 PYTHON_INITRD_EXTRA = 48 * MiB
 #: kdumpctl's allowance for user space and kernel runtime allocations.
 RUNTIME_SIZE = 16 * MiB
 #: Resident size of the collector before it touches the dump.
 COLLECTOR_BASE = {
-    "pydumpfile": 48 * MiB,  # measured: ~24 MiB capture step + makedumpfile's 16 MiB + 8 MiB
+    "pydumpfile": 32 * MiB,  # measured: ~12 MiB capture step + makedumpfile's 16 MiB + 4 MiB
     "makedumpfile": 16 * MiB,
     "cp": 8 * MiB,
     "cat": 8 * MiB,

@@ -115,7 +115,7 @@ def test_estimate(fakeroot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(capsys, "estimate", "--ram", "4G", "--arch", "x86_64")
     assert rc == 0
     assert "Reserved crashkernel:    128M" in out
-    assert "Recommended crashkernel: 400M" in out and "pydumpfile collector" in out
+    assert "Recommended crashkernel: 384M" in out and "pydumpfile collector" in out
     assert "WARNING: the current reservation is lower" in out
     rc, out2, _ = run(capsys, "estimate", "--ram", "4G", "--arch", "x86_64", "--collector", "makedumpfile")
     assert "Recommended crashkernel: 256M" in out2  # the Fedora default wins for makedumpfile
