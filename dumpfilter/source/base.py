@@ -179,8 +179,8 @@ class FileView:
                 f"{self.path}: {what} at offset {offset} ({size} bytes) lies past the end of the file "
                 f"({self.size} bytes); the file is truncated or corrupt"
             )
-        if self.mm is not None:
-            return self.mm[offset : offset + size]
+        # pread, not the mapping: pages read through a mapping would count in our RSS for as long as
+        # the file stays mapped (a whole kdump-compressed input, when refiltering)
         data = os.pread(self.fd, size, offset)
         if len(data) != size:
             raise InputError(f"{self.path}: short read of {what} at offset {offset}")

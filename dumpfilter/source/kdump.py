@@ -135,26 +135,28 @@ class KdumpSource(DumpSource):
         below = int(self._words[w]) & ((1 << bit) - 1)
         return int(self._rank[w]) + below.bit_count()
 
-    def read_pages(self, pfn: int, count: int, out: memoryview | bytearray | np.ndarray) -> None:
+    def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         from ..codec import decompress_page
 
         ps = self.page_size
-        dst = np.frombuffer(out, dtype=np.uint8) if not isinstance(out, np.ndarray) else out.view(np.uint8).reshape(-1)
-        dst[: count * ps] = 0
+        dst = memoryview(out).cast("B")
+        dst[: count * ps] = bytes(count * ps)
         bm = self._bitmap2
-        for i in range(count):
-            p = pfn + i
-            if p >= self.max_mapnr or not bm.test(p):
-                continue
-            idx = self.desc_index(p)
-            off, size, flags, _ = PAGE_DESC.unpack(self.fv.pread(self.pd_off + idx * PAGE_DESC.size, PAGE_DESC.size))
-            if off == 0:
-                raise InputError(f"{self.path}: page {p:#x} is missing from this incomplete dump")
-            if size > ps or off < 0:
-                raise InputError(f"{self.path}: corrupt page descriptor for pfn {p:#x}")
-            data = self.fv.pread(off, size, f"data of pfn {p:#x}")
-            page = decompress_page(flags, data, ps, f"{self.path}: pfn {p:#x}")
-            dst[i * ps : (i + 1) * ps] = np.frombuffer(page, dtype=np.uint8)
+        end = min(pfn + count, self.max_mapnr)
+        desc = PAGE_DESC
+        for s, e in bm.runs(pfn, end):
+            # consecutive dumped pfns have consecutive descriptors: one read per run
+            first = self.desc_index(s)
+            raw = self.fv.pread(self.pd_off + first * desc.size, (e - s) * desc.size, "page descriptors")
+            for k, (off, size, flags, _) in enumerate(desc.iter_unpack(raw)):
+                p = s + k
+                if off == 0:
+                    raise InputError(f"{self.path}: page {p:#x} is missing from this incomplete dump")
+                if size > ps or off < 0:
+                    raise InputError(f"{self.path}: corrupt page descriptor for pfn {p:#x}")
+                data = self.fv.pread(off, size, f"data of pfn {p:#x}")
+                i = p - pfn
+                dst[i * ps : (i + 1) * ps] = decompress_page(flags, data, ps, f"{self.path}: pfn {p:#x}")
 
     def close(self) -> None:
         self.fv.close()
