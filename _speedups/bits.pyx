@@ -10,24 +10,7 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memset
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    static inline int df_popcount64(uint64_t x) { return __builtin_popcountll(x); }
-    static inline int df_ctz64(uint64_t x) { return __builtin_ctzll(x); }  /* x != 0 */
-    static inline uint64_t df_load_le64(const uint8_t *p) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        v = __builtin_bswap64(v);
-    #endif
-        return v;
-    }
-    """
-    int df_popcount64(uint64_t x) nogil
-    int df_ctz64(uint64_t x) nogil
-    uint64_t df_load_le64(const uint8_t *p) nogil
+include "_bitscan.pxi"
 
 
 cdef inline int64_t _check(Py_ssize_t size, int64_t nbits) except -1:
@@ -42,15 +25,6 @@ cdef inline int64_t _clamp(int64_t v, int64_t hi) noexcept nogil:
     if v > hi:
         return hi
     return v
-
-
-cdef inline uint8_t _head_mask(int64_t start) noexcept nogil:
-    return <uint8_t>(0xFF << (start & 7))
-
-
-cdef inline uint8_t _tail_mask(int64_t end) noexcept nogil:
-    # bits of byte (end - 1) >> 3 below end
-    return <uint8_t>(0xFF >> (7 - ((end - 1) & 7)))
 
 
 cdef void _fill(uint8_t *p, int64_t start, int64_t end, bint value) noexcept nogil:
@@ -95,36 +69,6 @@ cdef int64_t _count(const uint8_t *p, int64_t start, int64_t end) noexcept nogil
         total += df_popcount64(p[i])
         i += 1
     return total
-
-
-cdef int64_t _next(const uint8_t *p, int64_t pos, int64_t limit, bint want_set) noexcept nogil:
-    """First bit in [pos, limit) equal to want_set, else limit (0 <= pos)."""
-    cdef int64_t nbytes = (limit + 7) >> 3
-    cdef int64_t i = pos >> 3, r
-    cdef uint8_t inv = 0 if want_set else 0xFF
-    cdef uint64_t winv = 0 if want_set else <uint64_t>0xFFFFFFFFFFFFFFFFULL
-    cdef uint64_t w
-    cdef uint8_t v
-    if pos >= limit:
-        return limit
-    v = (p[i] ^ inv) & _head_mask(pos)
-    if v:
-        r = (i << 3) + df_ctz64(v)
-        return r if r < limit else limit
-    i += 1
-    while i + 8 <= nbytes:
-        w = df_load_le64(p + i) ^ winv
-        if w:
-            r = (i << 3) + df_ctz64(w)
-            return r if r < limit else limit
-        i += 8
-    while i < nbytes:
-        v = p[i] ^ inv
-        if v:
-            r = (i << 3) + df_ctz64(v)
-            return r if r < limit else limit
-        i += 1
-    return limit
 
 
 def set_range(uint8_t[::1] buf, int64_t nbits, int64_t start, int64_t end):

@@ -77,6 +77,7 @@ if lzo_init() != LZO_E_OK:  # pragma: no cover
 
 
 include "_zero.pxi"
+include "_bitscan.pxi"
 
 
 cdef class BatchCompressor:
@@ -159,6 +160,33 @@ cdef class BatchCompressor:
             return -1
         return <Py_ssize_t>r
 
+    cdef int64_t _store(self, const uint8_t** ptrs, Py_ssize_t n, bint exclude_zero, uint8_t* out,
+                        int64_t* sizes, uint32_t* flags, Py_ssize_t* nzero) noexcept nogil:
+        """Zero-test and compress pages ptrs[0..n) into ``out`` back to back (a page that does not
+        shrink is stored raw); sizes[i] is the stored size or -1 for an excluded zero page, flags[i]
+        the page_desc flags. Returns the bytes used; counts the zero pages into ``nzero`` if given."""
+        cdef Py_ssize_t ps = self.page_size, i, c
+        cdef int64_t pos = 0
+        for i in range(n):
+            if exclude_zero and page_is_zero(ptrs[i], ps):
+                sizes[i] = -1
+                flags[i] = 0
+                if nzero != NULL:
+                    nzero[0] += 1
+                continue
+            c = self._compress(ptrs[i]) if self.codec != C_NONE else -1
+            if c > 0:
+                memcpy(out + pos, self.tmp, c)
+                sizes[i] = c
+                flags[i] = self.codec
+                pos += c
+            else:
+                memcpy(out + pos, ptrs[i], ps)
+                sizes[i] = ps
+                flags[i] = 0
+                pos += ps
+        return pos
+
     def compress_batch(self, const uint8_t[::1] pages, const int64_t[::1] index, bint exclude_zero,
                        uint8_t[::1] out, int64_t[::1] sizes, uint32_t[::1] flags):
         """Process pages ``index[i]`` of ``pages`` for i in range(len(index)).
@@ -169,7 +197,6 @@ cdef class BatchCompressor:
         """
         cdef Py_ssize_t n = index.shape[0], ps = self.page_size, i, c
         cdef int64_t pos = 0, k
-        cdef const uint8_t* src
         if sizes.shape[0] < n or flags.shape[0] < n:
             raise ValueError("compress_batch: result arrays too small")
         if out.shape[0] < n * ps:
@@ -178,24 +205,15 @@ cdef class BatchCompressor:
             k = index[i]
             if k < 0 or (k + 1) * ps > pages.shape[0]:
                 raise ValueError("compress_batch: page index out of range")
+        cdef const uint8_t** ptrs = <const uint8_t**> malloc(max(1, n) * sizeof(uint8_t*))
+        if ptrs == NULL:
+            raise MemoryError()
+        for i in range(n):
+            ptrs[i] = &pages[index[i] * ps]
         with nogil:
-            for i in range(n):
-                src = &pages[index[i] * ps]
-                if exclude_zero and page_is_zero(src, ps):
-                    sizes[i] = -1
-                    flags[i] = 0
-                    continue
-                c = self._compress(src) if self.codec != C_NONE else -1
-                if c > 0:
-                    memcpy(&out[pos], self.tmp, c)
-                    sizes[i] = c
-                    flags[i] = self.codec
-                    pos += c
-                else:
-                    memcpy(&out[pos], src, ps)
-                    sizes[i] = ps
-                    flags[i] = 0
-                    pos += ps
+            pos = self._store(ptrs, n, exclude_zero, &out[0] if n else NULL, &sizes[0] if n else NULL,
+                              &flags[0] if n else NULL, NULL)
+        free(ptrs)
         return pos
 
 
@@ -338,33 +356,6 @@ cdef class WindowBuffers:
         return [s[i] for i in range(self.count)]
 
 
-cdef Py_ssize_t _collect_runs(const uint8_t* bm, int64_t wstart, int64_t wend, int64_t* rs, int64_t* re) noexcept nogil:
-    """Maximal runs of set bits in [wstart, wend) into rs/re; returns their number."""
-    cdef int64_t p = wstart
-    cdef Py_ssize_t n = 0
-    cdef bint inrun = False
-    cdef uint64_t w
-    while p < wend:
-        if (p & 63) == 0 and p + 64 <= wend:
-            memcpy(&w, bm + (p >> 3), 8)
-            if (w == 0 and not inrun) or (w == 0xFFFFFFFFFFFFFFFFULL and inrun):
-                p += 64
-                continue
-        if (bm[p >> 3] >> (p & 7)) & 1:
-            if not inrun:
-                rs[n] = p
-                inrun = True
-        elif inrun:
-            re[n] = p
-            n += 1
-            inrun = False
-        p += 1
-    if inrun:
-        re[n] = wend
-        n += 1
-    return n
-
-
 def fill_descs(WindowBuffers wb, int64_t pos, int64_t zero_off):
     """Page descriptors of the window's pages (formats-cli.md §1.6) when its data starts at file
     offset ``pos``; zero pages point at the shared zero page at ``zero_off``."""
@@ -429,7 +420,7 @@ cdef class WindowCompressor(BatchCompressor):
             raise MemoryError()
         try:
             with nogil:
-                nruns = _collect_runs(&bitmap[0], wstart, wend, rs, re)
+                nruns = _runs_into(&bitmap[0], wstart, wend, rs, re)
             if reader is None:
                 # any source: its own read_pages, one call per run, with the GIL
                 for r in range(nruns):
@@ -505,23 +496,7 @@ cdef class WindowCompressor(BatchCompressor):
             wb.count = k
             wb.nzero = 0
             with nogil:
-                for i in range(k):
-                    if exclude_zero and page_is_zero(wb.ptrs[i], ps):
-                        sizes[i] = -1
-                        flags[i] = 0
-                        wb.nzero += 1
-                        continue
-                    c = self._compress(wb.ptrs[i]) if self.codec != C_NONE else -1
-                    if c > 0:
-                        memcpy(out + pos, self.tmp, c)
-                        sizes[i] = c
-                        flags[i] = self.codec
-                        pos += c
-                    else:
-                        memcpy(out + pos, wb.ptrs[i], ps)
-                        sizes[i] = ps
-                        flags[i] = 0
-                        pos += ps
+                pos = self._store(wb.ptrs, k, exclude_zero, out, sizes, flags, &wb.nzero)
                 wb.unmap_all()
             wb.used = pos
         finally:
