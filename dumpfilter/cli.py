@@ -11,8 +11,8 @@ import os
 import re
 import signal
 import sys
-from .record import dataclass, field
 
+from .record import dataclass, field
 from . import __version__
 from .errors import DumpfilterError, Interrupted, UsageError
 from .report import DEFAULT_LEVEL, ML_DEBUG, ML_REPORT, Messages

@@ -23,7 +23,7 @@ from .bitmap import Bitmap
 from .errors import InputError
 from .plan import DumpPlan
 
-__all__ = ["compressed_batches", "fill_descs", "WindowBuffers"]
+__all__ = ["DirectReader", "WindowBuffers", "compressed_batches", "direct_reader", "fill_descs"]
 
 
 def direct_reader(plan: DumpPlan) -> DirectReader | None:
@@ -45,12 +45,13 @@ def _windows(bitmap: Bitmap, window: int) -> Iterator[tuple[int, int]]:
         pos = bitmap.next_set(end)
 
 
-def compressed_batches(plan: DumpPlan, bitmap: Bitmap, base: int = 0,
-                       reader: DirectReader | None = None) -> Iterator[WindowBuffers]:
+def compressed_batches(plan: DumpPlan, bitmap: Bitmap, base: int,
+                       reader: DirectReader | None) -> Iterator[WindowBuffers]:
     """Yield one filled WindowBuffers per window with pages to dump, in pfn order.
 
-    ``bitmap`` is the 2nd bitmap of one cycle, whose first pfn is ``base``. A yielded buffer is
-    valid until the caller asks for the next one.
+    ``bitmap`` is the 2nd bitmap of one cycle, whose first pfn is ``base``; ``reader`` is the dump's
+    ``direct_reader`` (made once per dump), or None to read through the source's ``read_pages``. A
+    yielded buffer is valid until the caller asks for the next one.
     """
     ps = plan.page_size
     codec = plan.codec.flag if plan.codec else 0
@@ -60,8 +61,6 @@ def compressed_batches(plan: DumpPlan, bitmap: Bitmap, base: int = 0,
     bits = bitmap.bits
     exclude_zero = plan.exclude_zero
     read_pages = src.read_pages
-    if reader is None:
-        reader = direct_reader(plan)
 
     def work(comp: WindowCompressor, ws: int, we: int, wb: WindowBuffers) -> WindowBuffers:
         try:

@@ -6,6 +6,7 @@ page descriptors 24 bytes. The flattened framing is big-endian on every host.
 from __future__ import annotations
 
 import struct
+
 from .record import dataclass, fields
 
 TYPE_CHECKING = False

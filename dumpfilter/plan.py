@@ -1,8 +1,8 @@
 """DumpPlan: everything a writer needs, decided before the first output byte."""
 from __future__ import annotations
 
-from .record import dataclass, field
 
+from .record import dataclass, field
 from .codec import Codec
 from .filter import CyclePlan
 from .source.base import DumpSource

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+
 from .record import asdict, dataclass, field
 
 

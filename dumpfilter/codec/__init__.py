@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from ..record import dataclass
 
+from ..record import dataclass
 from ..errors import DumpfilterError, InputError
 
 FLAG_ZLIB = 0x01

@@ -6,8 +6,8 @@ kernel virtual address of the struct page of ``pfn_start`` (0 when the section h
 from __future__ import annotations
 
 import struct
-from ..record import dataclass
 
+from ..record import dataclass
 from ..errors import KernelDataError, VmcoreinfoError
 from .vmcoreinfo import VmcoreInfo
 

@@ -6,8 +6,8 @@ Never from a kernel-version table where VMCOREINFO says it; makedumpfile's legac
 from __future__ import annotations
 
 from array import array
-from ..record import dataclass
 
+from ..record import dataclass
 from ..errors import VmcoreinfoError
 from .vmcoreinfo import VmcoreInfo
 

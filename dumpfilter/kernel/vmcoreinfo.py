@@ -6,8 +6,8 @@ key including ``=``, and the first matching line wins.
 from __future__ import annotations
 
 import re
-from ..record import dataclass, field
 
+from ..record import dataclass, field
 from ..errors import VmcoreinfoError
 
 _DEC = re.compile(r"^\s*[+-]?[0-9]+$")

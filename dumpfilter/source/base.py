@@ -9,9 +9,9 @@ import os
 import resource
 import struct
 from abc import ABC, abstractmethod
+
+
 from ..record import dataclass, field
-
-
 from ..bitmap import Bitmap
 from ..errors import InputError
 

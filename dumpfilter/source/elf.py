@@ -9,9 +9,9 @@ import bisect
 import mmap
 import os
 import struct
+
+
 from ..record import dataclass
-
-
 from ..bitmap import Bitmap
 from ..errors import InputError
 from .base import DumpSource, FileView, SourceInfo, host_page_size, parse_notes
