@@ -1,32 +1,25 @@
-"""Build the Cython kernels in _speedups/ as dumpfilter._speedups.*."""
+"""Build the Cython kernels in dumpfilter/_speedups/ as dumpfilter._speedups.*."""
 from Cython.Build import cythonize
-import numpy
 from setuptools import Extension, setup
 
+CODEC_LIBS = ["z", "deflate", "lzo2", "snappy", "zstd"]
+MODULES = {  # module -> C libraries it links
+    "flags": [],
+    "bits": [],
+    "classify": [],
+    "window": [],
+    "reader": [],
+    "compress": CODEC_LIBS,
+    "descs": [],
+    "kdumpread": CODEC_LIBS,
+    "writeback": [],
+    "ksyms": [],
+}
+
 extensions = [
-    Extension(
-        "dumpfilter._speedups.pages",
-        ["_speedups/pages.pyx"],
-        include_dirs=[numpy.get_include()],
-        extra_compile_args=["-O3"],
-    ),
-    Extension(
-        "dumpfilter._speedups.compress",
-        ["_speedups/compress.pyx"],
-        libraries=["z", "deflate", "lzo2", "snappy", "zstd"],
-        extra_compile_args=["-O3"],
-    ),
-    Extension(
-        "dumpfilter._speedups.classify",
-        ["_speedups/classify.pyx"],
-        include_dirs=[numpy.get_include()],
-        extra_compile_args=["-O3"],
-    ),
-    Extension(
-        "dumpfilter._speedups.bits",
-        ["_speedups/bits.pyx"],
-        extra_compile_args=["-O3"],
-    ),
+    Extension(f"dumpfilter._speedups.{name}", [f"dumpfilter/_speedups/{name}.pyx"], libraries=libs,
+              extra_compile_args=["-O3"])
+    for name, libs in MODULES.items()
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False}))

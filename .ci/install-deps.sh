@@ -7,7 +7,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc libdeflate-dev liblzo2-dev libsnappy-dev libzstd-dev zlib1g-dev makedumpfile \
-    qemu-system-x86 busybox-static cpio e2fsprogs kmod xz-utils zstd ca-certificates openssh-server openssh-client >/dev/null
+    qemu-system-x86 busybox-static cpio e2fsprogs kmod xz-utils zstd ca-certificates openssh-server openssh-client \
+    binutils libdw1 >/dev/null  # binutils, libdw1: -dbg vmlinux handling (fixtures/dbgsym.py) and -g's SRCFILE
 if [ -x .ci/install-realcore.sh ]; then
     bash .ci/install-realcore.sh
 fi

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dumpfilter._speedups.classify import classify_section
-from dumpfilter._speedups.compress import BatchCompressor, DirectReader, WindowBuffers, WindowCompressor
-from dumpfilter._speedups.pages import zero_pages
+from dumpfilter._speedups.compress import BatchCompressor
+from dumpfilter._speedups.window import WindowBuffers
 from dumpfilter.kernel.pagetypes import derive
 from dumpfilter.kernel.vmcoreinfo import VmcoreInfo
 
@@ -26,29 +26,51 @@ def core(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("b") / "core", SynthSpec(ram=[(0x100000, 0x4000000)]))
 
 
-@pytest.fixture(scope="module")
-def pages(core):
-    info = core
-    buf = bytearray()
-    for pfn in info.nonzero_pfns[:N].tolist():
-        buf += info.page(pfn)
-    return np.frombuffer(bytes(buf), dtype=np.uint8).copy()
+def _first_window(src):
+    bm = src.dumpable_bitmap()
+    start = bm.next_set(0)
+    return bm, start
 
 
-def test_zero_test_batch(benchmark, pages):
-    out = np.empty(N, dtype=np.uint8)
-    benchmark(zero_pages, pages, PS, N, out)
+def test_zero_test_window(benchmark, core):
+    """Read one 512-page window from the file and test each page for zero (the -E / --mem-usage pass)."""
+    from dumpfilter.source import open_source
+
+    src = open_source(core.path)
+    bm, start = _first_window(src)
+    reader = src.window_reader(True)
+    wb = WindowBuffers(512, PS)
+
+    def window():
+        reader.read_window(bm.bits, start, start + 512, 0, wb)
+        wb.zero_test()
+        wb.release()
+
+    benchmark(window)
+    want = sum(src.read_page(p) == bytes(PS) for p in range(start, start + 512) if bm.test(p))
+    assert wb.nzero == want and wb.count == 512
+    src.close()
 
 
 @pytest.mark.parametrize("codec", [1, 2, 4, 0x20], ids=["zlib", "lzo", "snappy", "zstd"])
-def test_compress_batch(benchmark, pages, codec):
+def test_compress_window_per_codec(benchmark, core, codec):
+    """Read and compress one 512-page window per codec (zero pages excluded)."""
+    from dumpfilter.source import open_source
+
+    src = open_source(core.path)
+    bm, start = _first_window(src)
+    reader = src.window_reader(True)
     comp = BatchCompressor(codec, PS)
-    idx = np.arange(N, dtype=np.int64)
-    out = np.empty(N * PS, dtype=np.uint8)
-    sizes = np.empty(N, dtype=np.int64)
-    flags = np.empty(N, dtype=np.uint32)
-    used = benchmark(comp.compress_batch, pages, idx, True, out, sizes, flags)
-    assert 0 < used <= N * PS
+    wb = WindowBuffers(512, PS)
+
+    def window():
+        reader.read_window(bm.bits, start, start + 512, 0, wb)
+        comp.compress_window(wb, True)
+
+    benchmark(window)
+    assert wb.count == 512 and 0 < wb.used < (512 - wb.nzero) * PS
+    assert all(f == codec or s in (-1, PS) for f, s in zip(wb.flags[::4], wb.sizes_list()))
+    src.close()
 
 
 def test_classify_section(benchmark):
@@ -74,25 +96,36 @@ def test_classify_section(benchmark):
     counts = np.zeros(7, dtype=np.int64)
 
     def run():
+        counts[:] = 0
         bm = np.full(n // 8, 0xFF, dtype=np.uint8)
         classify_section(raw, 0, n, params, 31, bm, n, counts)
+        return bm
 
-    benchmark(run)
+    bm = benchmark(run)
+    kept = np.unpackbits(bm, bitorder="little").astype(bool)
+    assert (kept == (kinds == 0)).all(), "only the plain kernel pages stay"
+    assert counts[1] == (kinds == 1).sum() and counts[3] == (kinds == 2).sum() and counts[0] == (kinds == 3).sum()
 
 
 @pytest.mark.parametrize("use_mmap", [True, False], ids=["mmap", "pread"])
 def test_compress_window(benchmark, core, use_mmap):
-    """The writer's kernel: read one 512-page window of the 2nd bitmap from the file, zero-test and
+    """The writer's hot path: read one 512-page window of the 2nd bitmap from the file, zero-test and
     LZO-compress it (zero pages excluded)."""
     from dumpfilter.source import open_source
 
     src = open_source(core.path)
-    fd, ranges = src.direct_ranges()
     bm = src.dumpable_bitmap()
     start = bm.next_set(0)
-    reader = DirectReader(fd, ranges, use_mmap)
-    comp = WindowCompressor(2, PS)
+    reader = src.window_reader(use_mmap)
+    comp = BatchCompressor(2, PS)
     wb = WindowBuffers(512, PS)
-    benchmark(comp.compress_window, bm.bits, start, start + 512, 0, wb, reader, src.read_pages, True)
+
+    def window():
+        reader.read_window(bm.bits, start, start + 512, 0, wb)
+        comp.compress_window(wb, True)
+
+    benchmark(window)
     assert wb.count == 512 and 0 < wb.used < 512 * PS
+    want_zero = sum(src.read_page(p) == bytes(PS) for p in range(start, start + 512) if bm.test(p))
+    assert wb.nzero == want_zero
     src.close()

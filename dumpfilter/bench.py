@@ -15,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from .cli import _memparse, _Parser
+from .options import ArgParser, limit_size
 from .errors import UsageError
 
 
@@ -59,7 +59,7 @@ def _measure(vmcore: str, options: list[str], scratch: str) -> Result:
 
 
 def main(argv: list[str]) -> int:
-    ap = _Parser(prog="pydumpfile bench", description=__doc__,
+    ap = ArgParser(prog="pydumpfile bench", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("vmcore")
     ap.add_argument("--max-size", help="largest acceptable dump (K/M/G suffix)")
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if not os.path.isfile(a.vmcore):
         raise UsageError(f"bench: {a.vmcore}: no such file")
-    max_size = _memparse(a.max_size) if a.max_size else None
+    max_size = limit_size(a.max_size) if a.max_size else None
     ncpu = os.cpu_count() or 1
     threads = sorted({int(t) for t in a.threads.split(",")}) if a.threads else sorted({1, ncpu})
     flag = {"lzo": "-l", "snappy": "-p", "zstd": "-z", "zlib": "-c", "none": None}

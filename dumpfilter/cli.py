@@ -5,16 +5,16 @@ incomplete dump), 2 a -i VMCOREINFO file from another kernel release.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import re
 import signal
 import sys
 
-from .record import dataclass, field
 from . import __version__
 from .errors import DumpfilterError, Interrupted, UsageError
+from .job import DumpJob
+from .options import ArgParser, decimal, limit_size
 from .report import DEFAULT_LEVEL, ML_DEBUG, ML_REPORT, Messages
 
 PROG = "pydumpfile"
@@ -24,6 +24,10 @@ USAGE = f"""usage: {PROG} [-c|-l|-p|-z] [-E] [-d DL[,DL...]] [-L SIZE] [-f] [opt
        {PROG} -R [-f] DUMPFILE < STREAM
        {PROG} bench VMCORE [--max-size SIZE] [--max-time SEC]   (see '{PROG} bench -h')
        {PROG} --dump-dmesg [--partial-dmesg] [-f] VMCORE LOGFILE
+       {PROG} --split [-c|-l|-p|-z] [-d DL] [--splitblock-size KB] [options] VMCORE DUMPFILE1 DUMPFILE2 ...
+       {PROG} --reassemble [-f] DUMPFILE1 DUMPFILE2 ... DUMPFILE
+       {PROG} -g VMCOREINFO -x VMLINUX
+       {PROG} verify DUMPFILE [--vmcore VMCORE] [--json]   (see '{PROG} verify -h')
 
 Create a small dumpfile from a vmcore (/proc/vmcore, an ELF or kdump-compressed file), like makedumpfile.
 
@@ -42,6 +46,25 @@ options:
   -f                 overwrite an existing DUMPFILE
   -L SIZE            stop at SIZE bytes (suffix K/M/G/T/P/E); the file is then marked incomplete
   -i VMCOREINFO      use this VMCOREINFO text file instead of the vmcore's note
+  -x VMLINUX         take kernel symbols and types from this debuginfo vmlinux (DWARF) instead of the
+                     dump's own kallsyms and BTF
+  -g VMCOREINFO      with -x: write the VMCOREINFO file makedumpfile -g writes for that vmlinux
+  --config FILE      erase kernel data as makedumpfile.conf FILE says (erase/size/nullify/for loops);
+                     erased bytes become 'X' and are listed in the dump's eraseinfo. Works without -x
+                     on kernels with BTF (Linux 6.0+ with CONFIG_DEBUG_INFO_BTF)
+  --extension FILE.py
+                     run a Python filter plugin (API: dumpfilter.plugins; repeatable, in order): it may
+                     exclude pages and erase byte ranges ("Extension filter pages" in the report)
+  --keep-debuggable  put back pages the dump level excluded that crash and drgn need to open the dump
+                     (page tables, idt_table, init_task, per-cpu areas, each CPU's task and stack, the
+                     printk ring); counted as "Kept for debugging" in the report. On by default
+                     when pykdumpctl capture runs pydumpfile (PYDUMPFILE_KEEP_DEBUGGABLE=1);
+                     --no-keep-debuggable turns it off
+  --no-check-debuggable
+                     don't check (and list) such missing pages after filtering (checked by default
+                     when the dump level excludes kernel-classified pages)
+  --vtop VADDR       print the physical address of kernel virtual address VADDR (0x... for hex) before
+                     the dump, as makedumpfile; with VMCORE alone, print it and exit
   --message-level N  bit mask: 1 progress, 2 messages, 4 errors, 8 debug, 16 report (default 7)
   -D                 add debug messages (message level bit 8)
   --show-stats       print the statistics report (message level bit 16)
@@ -50,58 +73,20 @@ options:
   --mem-usage        print how many pages of each kind VMCORE holds and which are excludable
   --dump-dmesg       write the crashed kernel's log (dmesg) to LOGFILE (positionals VMCORE LOGFILE)
   --partial-dmesg    with --dump-dmesg: only the log since the last `dmesg --clear`
-  --num-threads N    read and compress on N worker threads (output is identical for any N)
+  --num-threads N    work on N threads in every stage: struct-page scan, reading, zero test,
+                     compression, refiltering, -E (output is identical for any N)
   --cyclic-buffer KB build and write the bitmaps one cycle of KB*8192 pfns at a time
   --non-mmap         read the vmcore with pread instead of mapping it (mapping is the default)
+  --split            write the dump as N kdump-compressed files over pfn ranges, in parallel, each
+                     with a balanced share of the pages (crash opens the set; --reassemble joins it)
+  --splitblock-size KB
+                     with --split: the granule of the ranges (default 1048576 KiB = 1 GiB)
+  --reassemble       join the files of a --split set (ours or makedumpfile's) into DUMPFILE
   -b ORDER, --work-dir DIR
                      accepted for makedumpfile compatibility
   -v                 print the version
   -h, --help         print this help
 """
-
-
-@dataclass
-class DumpJob:
-    """One run, as parsed from the command line."""
-
-    vmcore: str | None = None
-    dumpfile: str | None = None
-    compress: str | None = None
-    levels: list[int] = field(default_factory=lambda: [0])
-    elf: bool = False
-    flat: bool = False
-    rearrange: bool = False
-    force: bool = False
-    limit: int | None = None
-    vmcoreinfo_file: str | None = None
-    message_level: int = DEFAULT_LEVEL
-    dry_run: bool = False
-    report_json: str | None = None
-    num_threads: int = 0
-    batch_pages: int = 512
-    non_mmap: bool = False
-    explicit_level: bool = False
-    cyclic_buffer: int | None = None
-    mem_usage: bool = False
-    dump_dmesg: bool = False
-    partial_dmesg: bool = False
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"Commandline parameter is invalid: {message}")
-
-
-def _memparse(text: str) -> int:
-    m = re.fullmatch(r"\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmMgGtTpPeE]?)", text)
-    if not m:
-        raise UsageError(f"Limit size({text}) is invalid.")
-    v = int(m.group(1), 0)
-    shift = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}[m.group(2).lower()]
-    v <<= shift
-    if v <= 0:
-        raise UsageError(f"Limit size({text}) is invalid.")
-    return v
 
 
 def _levels(text: str) -> list[int]:
@@ -119,16 +104,9 @@ def _levels(text: str) -> list[int]:
     return out
 
 
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise UsageError(f"{what}({text}) is invalid.") from None
-
-
 def parse_args(argv: list[str]) -> DumpJob | str:
     """A DumpJob, or the text to print for -h / -v."""
-    p = _Parser(prog=PROG, add_help=False, allow_abbrev=True)
+    p = ArgParser(prog=PROG, add_help=False, allow_abbrev=True)
     p.add_argument("-c", dest="compress", action="store_const", const="zlib")
     p.add_argument("-l", dest="compress", action="store_const", const="lzo")
     p.add_argument("-p", dest="compress", action="store_const", const="snappy")
@@ -160,9 +138,14 @@ def parse_args(argv: list[str]) -> DumpJob | str:
     p.add_argument("--mem-usage", dest="mem_usage", action="store_true")
     p.add_argument("--dump-dmesg", dest="dump_dmesg", action="store_true")
     p.add_argument("--partial-dmesg", dest="partial_dmesg", action="store_true")
-    for unsupported in ("--split", "--reassemble"):
-        p.add_argument(unsupported, dest=unsupported.strip("-").replace("-", "_"), action="store_true")
+    p.add_argument("--split", dest="split", action="store_true")
+    p.add_argument("--splitblock-size", dest="splitblock_size")
+    p.add_argument("--reassemble", dest="reassemble", action="store_true")
     p.add_argument("--config", dest="config")
+    p.add_argument("--extension", dest="extensions", action="append", default=[])
+    p.add_argument("--keep-debuggable", dest="keep_debuggable", action="store_true", default=None)
+    p.add_argument("--no-keep-debuggable", dest="keep_debuggable", action="store_false")
+    p.add_argument("--no-check-debuggable", dest="no_check_debuggable", action="store_true")
     p.add_argument("--eppic", dest="eppic")
     p.add_argument("--vtop", dest="vtop")
     p.add_argument("positional", nargs="*")
@@ -172,20 +155,40 @@ def parse_args(argv: list[str]) -> DumpJob | str:
         return USAGE
     if a.version:
         return f"{PROG}: version {__version__}\nlzo\tenabled\nsnappy\tenabled\nzstd\tenabled\n"
-    for opt, val in (("--split", a.split), ("--reassemble", a.reassemble), ("-x", a.vmlinux),
-                     ("-g", a.gen_vmcoreinfo), ("-e", a.exclude_vmemmap), ("-X", a.xen), ("--config", a.config),
-                     ("--eppic", a.eppic), ("--vtop", a.vtop)):
+    for opt, val in (("-e", a.exclude_vmemmap), ("-X", a.xen), ("--eppic", a.eppic)):
         if val:
             raise UsageError(f"{opt} is not supported by {PROG} yet")
+    if a.vmlinux and a.vmcoreinfo:
+        raise UsageError("Commandline parameter is invalid: -i cannot be combined with -x")
+    if a.gen_vmcoreinfo:
+        # makedumpfile: -g needs -x, takes no positionals and refuses dump options
+        if (not a.vmlinux or a.positional or a.compress or (a.levels and a.levels != "0") or a.elf or a.flat
+                or a.rearrange or a.dry_run or a.config or a.extensions):
+            raise UsageError("Commandline parameter is invalid: -g takes only -x VMLINUX")
+        job = DumpJob(vmlinux=a.vmlinux, gen_vmcoreinfo=a.gen_vmcoreinfo, force=a.force)
+        return job
 
     job = DumpJob()
     job.compress = a.compress
     job.levels = _levels(a.levels) if a.levels is not None else [0]
     job.elf, job.flat, job.rearrange, job.force = a.elf, a.flat, a.rearrange, a.force
-    job.limit = _memparse(a.limit) if a.limit is not None else None
+    job.limit = limit_size(a.limit) if a.limit is not None else None
     job.vmcoreinfo_file = a.vmcoreinfo
+    job.vmlinux = a.vmlinux
+    job.config = a.config
+    job.extensions = list(a.extensions)
+    # default on when pykdumpctl capture runs the collector (it sets PYDUMPFILE_KEEP_DEBUGGABLE=1)
+    job.keep_debuggable = (a.keep_debuggable if a.keep_debuggable is not None
+                           else os.environ.get("PYDUMPFILE_KEEP_DEBUGGABLE") == "1")
+    job.check_debuggable = not a.no_check_debuggable
+    if a.vtop is not None:
+        try:  # strtoul(optarg, NULL, 0), as makedumpfile: 0x... hex, 0... octal, else decimal
+            job.vtop = int(a.vtop, 0) if not re.fullmatch(r"0[0-7]+", a.vtop) else int(a.vtop, 8)
+        except ValueError:
+            raise UsageError(f"Commandline parameter is invalid: --vtop {a.vtop} is not an address "
+                             "(0x... for hex)") from None
     if a.message_level is not None:
-        ml = _int(a.message_level, "Message_level")
+        ml = decimal(a.message_level, "Message_level")
         if not 0 <= ml <= 31:
             raise UsageError(f"Message_level({ml}) is invalid.")
         job.message_level = ml
@@ -198,11 +201,11 @@ def parse_args(argv: list[str]) -> DumpJob | str:
     job.non_mmap = a.non_mmap
     job.report_json = a.report_json
     if a.num_threads is not None:
-        job.num_threads = max(0, _int(a.num_threads, "num_threads"))
+        job.num_threads = max(0, decimal(a.num_threads, "num_threads"))
     if a.block_order is not None:
-        _int(a.block_order, "block_order")
+        decimal(a.block_order, "block_order")
     if a.cyclic_buffer is not None:
-        job.cyclic_buffer = _int(a.cyclic_buffer, "cyclic_buffer")
+        job.cyclic_buffer = decimal(a.cyclic_buffer, "cyclic_buffer")
     pos = a.positional
     job.mem_usage = a.mem_usage
 
@@ -219,6 +222,16 @@ def parse_args(argv: list[str]) -> DumpJob | str:
             return "check-params: ok\n"
         return job
 
+    if a.reassemble:
+        # makedumpfile: --reassemble comes after -R in the mode priority and refuses --dry-run
+        if job.rearrange or job.flat or job.elf or job.dry_run or a.split or len(pos) < 2:
+            raise UsageError("Commandline parameter is invalid: --reassemble takes DUMPFILE1 DUMPFILE2 ... DUMPFILE "
+                             "(and no -F, -R, -E, --split or --dry-run)")
+        job.reassemble, job.parts, job.dumpfile = True, pos[:-1], pos[-1]
+        return "check-params: ok\n" if a.check_params else job
+    if job.vtop is not None and len(pos) == 1 and not job.flat:
+        job.vmcore = pos[0]  # only the translation (makedumpfile prints it before making a dump)
+        return job
     if job.mem_usage:
         if len(pos) != 1 or job.rearrange or job.flat or job.elf:
             raise UsageError("Commandline parameter is invalid: --mem-usage takes exactly one VMCORE")
@@ -231,10 +244,19 @@ def parse_args(argv: list[str]) -> DumpJob | str:
             raise UsageError("Commandline parameter is invalid: -R needs exactly one DUMPFILE")
         job.dumpfile = pos[0]
         return job
+    if a.splitblock_size is not None:
+        kib = decimal(a.splitblock_size, "splitblock_size")
+        if kib <= 0:
+            raise UsageError(f"splitblock_size({kib}) is invalid.")
+        job.splitblock_size = kib * 1024
+    if a.split:
+        if job.elf or job.flat or job.rearrange or len(pos) < 3:
+            raise UsageError("Commandline parameter is invalid: --split takes VMCORE DUMPFILE1 DUMPFILE2 ... "
+                             "(kdump-compressed output only: no -E, -F or -R)")
+        job.split, job.vmcore, job.parts = True, pos[0], pos[1:]
+        return "check-params: ok\n" if a.check_params else job
     if job.elf and job.compress:
         raise UsageError("Commandline parameter is invalid: -E cannot be combined with -c/-l/-p/-z")
-    if job.elf and job.num_threads:
-        raise UsageError("Commandline parameter is invalid: --num-threads cannot be combined with -E")
     if job.flat:
         if len(pos) != 1:
             raise UsageError("Commandline parameter is invalid: -F takes exactly one VMCORE (the stream goes to stdout)")
@@ -270,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import main as bench_main
 
             return bench_main(argv[1:])
+        if argv[:1] == ["verify"]:
+            from .verify import main as verify_main
+
+            return verify_main(argv[1:])
         parsed = parse_args(argv)
         if isinstance(parsed, str):
             sys.stdout.write(parsed)

@@ -25,7 +25,13 @@ class OutputError(DumpfilterError):
 
 
 class NoSpaceError(OutputError):
-    """ENOSPC or the -L size limit was reached; the output was marked incomplete."""
+    """ENOSPC or the -L size limit was reached; the output was marked incomplete.
+
+    ``written``: how many bytes of the failed write did reach the file."""
+
+    def __init__(self, message: str, written: int = 0) -> None:
+        super().__init__(message)
+        self.written = written
 
 
 class UsageError(DumpfilterError):

@@ -1,6 +1,6 @@
 """On-disk byte layouts shared by readers and writers (formats-cli.md §1, §2).
 
-We write the LP64 little-endian ABI (x86_64, arm64): header 464 bytes, sub header 104 bytes,
+We write the LP64 little-endian ABI (the 64-bit machines we read): header 464 bytes, sub header 104 bytes,
 page descriptors 24 bytes. The flattened framing is big-endian on every host.
 """
 from __future__ import annotations
@@ -17,13 +17,8 @@ KDUMP_SIGNATURE = b"KDUMP   "
 DISKDUMP_SIGNATURE = b"DISKDUMP"
 HEADER_VERSION = 6
 
-# status bits (§1.3)
-DUMP_DH_COMPRESSED_ZLIB = 0x01
-DUMP_DH_COMPRESSED_LZO = 0x02
-DUMP_DH_COMPRESSED_SNAPPY = 0x04
+# status bits (§1.3); the codec bits are the page compression flags (_speedups/flags.pxd)
 DUMP_DH_COMPRESSED_INCOMPLETE = 0x08
-DUMP_DH_EXCLUDED_VMEMMAP = 0x10
-DUMP_DH_COMPRESSED_ZSTD = 0x20
 
 ELF_INCOMPLETE = 0x1  # e_flags bit for an incomplete -E file (§1.9)
 
@@ -53,6 +48,42 @@ def __getattr__(name: str) -> Any:
         globals()["DESC_DTYPE"] = dt
         return dt
     raise AttributeError(name)
+
+# ELF (formats-cli.md §3, filtering.md §2.1): the headers after the 16-byte e_ident, per class
+# Ehdr: type machine version entry phoff shoff flags ehsize phentsize phnum shentsize shnum shstrndx
+_ELF_EHDR = {64: "HHIQQQIHHHHHH", 32: "HHIIIIIHHHHHH"}
+# Phdr: ELF64 type flags offset vaddr paddr filesz memsz align; ELF32 type offset vaddr paddr filesz memsz flags align
+_ELF_PHDR = {64: "IIQQQQQQ", 32: "IIIIIIII"}
+# Shdr: name type flags addr offset size link info addralign entsize
+_ELF_SHDR = {64: "IIQQQQIIQQ", 32: "IIIIIIIIII"}
+ELF_IDENT_SIZE = 16
+PT_LOAD = 1
+PT_NOTE = 4
+PN_XNUM = 0xFFFF
+ET_CORE = 4
+
+
+class ElfStructs:
+    """The header layouts of one ELF class and byte order; program headers in the ELF64 field order
+    (type, flags, offset, vaddr, paddr, filesz, memsz, align) whatever the class."""
+
+    def __init__(self, elf_class: int, big_endian: bool) -> None:
+        end = ">" if big_endian else "<"
+        self.elf_class = elf_class
+        self.ehdr = struct.Struct(end + _ELF_EHDR[elf_class])
+        self.phdr = struct.Struct(end + _ELF_PHDR[elf_class])
+        self.shdr = struct.Struct(end + _ELF_SHDR[elf_class])
+
+    def unpack_phdr(self, raw: bytes | memoryview, off: int) -> tuple[int, ...]:
+        f = self.phdr.unpack_from(raw, off)
+        return f if self.elf_class == 64 else (f[0], f[6], f[1], f[2], f[3], f[4], f[5], f[7])
+
+    def pack_phdr(self, type_: int, flags: int, offset: int, vaddr: int, paddr: int, filesz: int, memsz: int,
+                  align: int) -> bytes:
+        if self.elf_class == 64:
+            return self.phdr.pack(type_, flags, offset, vaddr, paddr, filesz, memsz, align)
+        return self.phdr.pack(type_, offset, vaddr, paddr, filesz, memsz, flags, align)
+
 
 # flattened format (§2.2), big-endian
 FLAT_SIGNATURE = b"makedumpfile"

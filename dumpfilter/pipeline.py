@@ -1,171 +1,149 @@
 """run(DumpJob): source → kernel facts → filter → writer, with dump-level retries on ENOSPC."""
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 
-from .codec import get_codec
-from .errors import DumpfilterError, InputError, Interrupted, NoSpaceError, VmcoreinfoError, WrongReleaseError
-from .filter import CyclePlan, cycle_pfns_for
-from .kernel.arch import x86_64
-from .kernel.utsname import placeholder, read_utsname, release_of
-from .kernel.vmcoreinfo import VmcoreInfo
-from .plan import DumpPlan
+from .errors import DumpfilterError, Interrupted, NoSpaceError, OutputError
+from .job import DumpJob
+from .kernel.arch import for_machine
+from .plan import DumpPlan, build_plan, load_vmcoreinfo
 from .report import Messages, write_json
 from .source import open_source
-from .source.base import DumpSource
 from .stats import Stats, StageTimer
 from .writer.kdump import write_kdump
-from .writer.sink import FileSink, FlatSink, NullSink, Sink
+from .writer.sink import FileSink, FlatSink, NullSink, Sink, check_distinct
 
 PROG = "pydumpfile"
 
 
-def load_vmcoreinfo(src: DumpSource, path: str | None) -> VmcoreInfo | None:
-    raw = src.vmcoreinfo_raw
-    vi = VmcoreInfo.parse(raw) if raw is not None else None
-    if path is None:
-        return vi
+def _std_fd(fd: int, what: str) -> int:
     try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError as e:
-        raise InputError(f"Can't open the VMCOREINFO file {path}: {e.strerror}") from None
-    given = VmcoreInfo.parse(text)
-    if given.osrelease is None:
-        raise VmcoreinfoError(f"{path}: no OSRELEASE= line; not a VMCOREINFO file")
-    if vi is not None and vi.osrelease and vi.osrelease != given.osrelease:
-        raise WrongReleaseError(
-            f"The kernel version of {path} ({given.osrelease}) does not match the vmcore's ({vi.osrelease})"
-        )
-    return given
+        os.fstat(fd)
+    except OSError:
+        raise OutputError(f"the standard {what} is closed") from None
+    return fd
 
 
-def build_plan(job, src: DumpSource, level: int, msgs: Messages, stats: Stats) -> DumpPlan:  # noqa: ANN001
-    vi = load_vmcoreinfo(src, job.vmcoreinfo_file)
-    if vi is None:
-        msgs.msg(f"{src.path} has no VMCOREINFO note; only dump levels 0 and 1 are possible.")
-    if vi is not None and vi.page_size and vi.page_size != src.page_size and src.format == "elf":
-        raise VmcoreinfoError(f"PAGESIZE={vi.page_size} in VMCOREINFO differs from the dump's {src.page_size}")
-    if src.format == "kdump" and src.info.dump_level & ~level:
-        new = level | src.info.dump_level
-        msgs.msg(f"dump_level is changed to {new}, because {src.path} was created by dump_level({src.info.dump_level}).")
-        level = new
-    ps = src.page_size
-    if src.format == "kdump":
-        uts = src.info.utsname or placeholder(src.elf_machine)
-        ts = src.info.timestamp or (0, 0)
-        pbase = src.info.phys_base or 0
-    else:
-        uts = read_utsname(src, vi) if vi is not None else None
-        if uts is None:
-            if vi is not None:
-                msgs.msg("Can't read init_uts_ns from the vmcore; the dump header carries no kernel release.")
-            uts = placeholder(src.elf_machine)
-        elif vi is not None and vi.osrelease and release_of(uts) != vi.osrelease:
-            msgs.debug(f"utsname.release {release_of(uts)!r} differs from OSRELEASE {vi.osrelease!r}")
-        ts = ((vi.crashtime or 0) if vi is not None else 0, 0)
-        pbase = x86_64.phys_base(src, vi) if src.elf_machine == x86_64.EM_X86_64 else 0
-    note = src.vmcoreinfo_note
-    cycle_pfns = _cycle_pfns(job, src.max_mapnr)
-    # makedumpfile keeps both bitmaps whole ("non-cyclic") when they fit its buffer, and then marks a
-    # segment's partial last page in the 1st bitmap (formats-cli.md §1.5, §5.3); cyclic runs do not
-    noncyclic = src.max_mapnr <= cycle_pfns and not job.cyclic_buffer
-    cycles = CyclePlan(src, vi, level, cycle_pfns, partial_last=noncyclic)
-    stats.max_mapnr = src.max_mapnr
-    stats.page_size = ps
-    num_dumpable = 0
-    present = 0
-    with StageTimer(stats, "filter"):
-        for start, end in cycles.cycles:  # the planning pass: counts only, one cycle at a time
-            present += cycles.bitmap1(start, end).count()
-            num_dumpable += cycles.bitmap2(start, end, stats).count()
-    stats.hole = src.max_mapnr - present
-    loads = getattr(src, "loads", None)
-    if loads is not None:
-        # makedumpfile counts "Original pages" per PT_LOAD, so the kernel-text alias counts twice
-        # and "Memory Hole" can wrap around; the report mirrors that (formats-cli.md §5.6)
-        end_of = (lambda e: -(-e // ps)) if noncyclic else (lambda e: e // ps)
-        stats.hole = src.max_mapnr - sum(end_of(seg.paddr + seg.memsz) - seg.paddr // ps for seg in loads)
-    return DumpPlan(
-        src=src,
-        page_size=ps,
-        max_mapnr=src.max_mapnr,
-        cycles=cycles,
-        num_dumpable=num_dumpable,
-        dump_level=level,
-        codec=get_codec(job.compress),
-        utsname=uts,
-        timestamp=ts,
-        nr_cpus=src.nr_cpus,
-        phys_base=pbase,
-        note_blob=src.note_blob,
-        vmcoreinfo_desc=(note.desc_offset, len(note.desc)) if note is not None else None,
-        eraseinfo=src.info.eraseinfo,
-        batch_pages=job.batch_pages,
-        num_threads=job.num_threads,
-        use_mmap=not job.non_mmap,
-    )
+def preflight(job: DumpJob) -> None:
+    """Everything about the outputs that can be refused before any work (makedumpfile checks DUMPFILE
+    first too): an output that is an input, a closed standard stream, a report that can't be written."""
+    inputs: list[str | int] = [p for p in (job.vmcore, job.vmcoreinfo_file) if p]
+    if job.rearrange:
+        _std_fd(0, "input")
+        check_distinct(job.output, [0])
+    elif job.flat:
+        check_distinct(_std_fd(1, "output"), inputs, "the flattened stream")
+    elif job.split and not job.dry_run:
+        for k, part in enumerate(job.parts):
+            check_distinct(part, [*inputs, *job.parts[:k]], "the dump file")
+    elif job.reassemble:
+        check_distinct(job.output, list(job.parts))
+    elif job.dumpfile is not None and not job.dry_run:
+        check_distinct(job.output, inputs, "the log file" if job.dump_dmesg else "the dump file")
+    if job.report_json:
+        check_distinct(job.report_json, [*inputs, *([job.dumpfile] if job.dumpfile else [])], "the JSON report")
+        folder = os.path.dirname(os.path.abspath(job.report_json))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise OutputError(f"Can't write the JSON report {job.report_json}: {folder} is not a writable directory")
 
 
-def _mem_free() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemFree:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _cycle_pfns(job, max_mapnr: int) -> int:  # noqa: ANN001
-    """Pfns per cycle: --cyclic-buffer KiB per bitmap, else min(4 MiB, 60% of MemFree / 8) per bitmap
-    (makedumpfile's rule, with room for the few bitmap-sized buffers a cycle needs)."""
-    if job.cyclic_buffer:
-        return cycle_pfns_for(max_mapnr, job.cyclic_buffer * 1024)
-    budget = 4 << 20
-    free = _mem_free()
-    if free:
-        budget = min(budget, max(1 << 16, int(free * 0.6) // 8))
-    return cycle_pfns_for(max_mapnr, budget)
-
-
-def _open_sink(job) -> Sink:  # noqa: ANN001
+def _open_sink(job: DumpJob, path: str | None = None) -> Sink:
     if job.dry_run:
         return NullSink()
     if job.flat:
-        return FlatSink(sys.stdout.buffer, limit=job.limit)
-    return FileSink(job.dumpfile, force=job.force, limit=job.limit)
+        return FlatSink(1, limit=job.limit)
+    return FileSink(path or job.output, force=job.force, limit=job.limit)
 
 
-def run_rearrange(job, msgs: Messages) -> int:  # noqa: ANN001
-    from .writer.flat import rearrange_to_file
+def _write_split(job: DumpJob, plan: DumpPlan, sinks: list[Sink], msgs: Messages, stats: Stats) -> None:
+    """--split: one KdumpWriter per file over its pfn range, all at once on their own threads (the
+    C stages release the GIL, so N files use N cores); the first failure is raised."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    sink = FileSink(job.dumpfile, force=job.force, limit=job.limit)
+    from .writer.kdump import KdumpWriter
+    from .writer.split import DEFAULT_SPLITBLOCK, split_ranges
+
+    ranges = split_ranges(plan.bitmaps, plan.page_size, len(sinks), job.splitblock_size or DEFAULT_SPLITBLOCK)
+    for (r0, r1), sink in zip(ranges, sinks):
+        msgs.debug(f"split             : {sink.name}: pfns {r0:#x}-{r1:#x}, "
+                   f"{plan.bitmaps.count_dumpable(r0, r1)} pages")
+    quiet = Messages(msgs.level & ~1)  # no progress line from N threads at once
+    part_stats = [Stats() for _ in sinks]
+    writers = [KdumpWriter(plan, sink, quiet, st, pfn_range=r, eraseinfo=k == 0)
+               for k, (sink, st, r) in enumerate(zip(sinks, part_stats, ranges))]
+    with ThreadPoolExecutor(max_workers=len(writers), thread_name_prefix="pydumpfile-split") as pool:
+        futures = [pool.submit(w.write) for w in writers]
+        errors = [f.exception() for f in futures]
+    for st in part_stats:
+        stats.zero += st.zero
+        stats.dumped += st.dumped
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+def _abort_all(e: DumpfilterError, sinks: list[Sink], job: DumpJob) -> DumpfilterError:
+    for s in sinks:
+        s.abort()
+    if not sinks:
+        return e
+    if len(sinks) == 1:
+        return _failed(e, sinks[0], job)
+    return type(e)(f"{e}; the files of the set are marked incomplete or removed")
+
+
+def _failed(e: DumpfilterError, sink: Sink, job: DumpJob) -> DumpfilterError:
+    """The one line the failure ends in, after the sink was aborted: what happened to DUMPFILE."""
+    if not sink.seekable or job.dry_run:
+        return e
+    if isinstance(sink, FileSink) and sink.removed:
+        tail = f"nothing was written, {sink.name} is not left behind"
+    elif isinstance(e, NoSpaceError):
+        tail = f"{sink.name} is marked incomplete (it might still be analyzable)"
+    else:
+        tail = f"{sink.name} is marked incomplete"
+    return type(e)(f"{e}; {tail}")
+
+
+def _into_file(job: DumpJob, msgs: Messages, fill: Callable[[FileSink], object]) -> int:
+    """DUMPFILE made by ``fill(sink)``, removed or marked incomplete if that fails."""
+    sink = FileSink(job.output, force=job.force, limit=job.limit)
     try:
-        rearrange_to_file(sys.stdin.buffer, sink)
+        fill(sink)
     except (DumpfilterError, KeyboardInterrupt) as e:
         sink.abort()
-        if isinstance(e, KeyboardInterrupt):
-            e = Interrupted("interrupted")
-        raise type(e)(f"{e}; {job.dumpfile} is incomplete") from None
+        raise _failed(Interrupted("interrupted") if isinstance(e, KeyboardInterrupt) else e, sink, job) from None
     sink.finish()
-    msgs.msg(f"\nThe dumpfile is saved to {job.dumpfile}.\n\n{PROG} Completed.")
+    msgs.msg(f"\nThe dumpfile is saved to {job.output}.\n\n{PROG} Completed.")
     return 0
 
 
-def run_mem_usage(job, msgs: Messages) -> int:  # noqa: ANN001
-    """makedumpfile's --mem-usage table, computed from the dump (formats-cli.md §5.7)."""
-    from .filter.zero import clear_zero_pages
+def run_rearrange(job: DumpJob, msgs: Messages) -> int:
+    """-R: the flattened stream on standard input into DUMPFILE (formats-cli.md §2.3)."""
+    from .writer.flat import rearrange_to_file
 
-    src = open_source(job.vmcore)
+    preflight(job)
+
+    def fill(sink: FileSink) -> None:
+        with os.fdopen(0, "rb", closefd=False) as stdin:
+            rearrange_to_file(stdin, sink)
+
+    return _into_file(job, msgs, fill)
+
+
+def run_mem_usage(job: DumpJob, msgs: Messages) -> int:
+    """makedumpfile's --mem-usage table, computed from the dump (formats-cli.md §5.7)."""
+    from .codec.zero import without_zero_pages
+
+    src = open_source(job.input)
     try:
         stats = Stats()
         plan = build_plan(job, src, 31, msgs, stats)
-        _, bitmap2 = plan.cycles.full(Stats())
         bs = src.page_size
-        zero = clear_zero_pages(src, bitmap2.copy())
-        kern = bitmap2.count() - zero
+        kern = without_zero_pages(plan, stats).dumpable
+        zero = stats.zero
         rows = [
             ("ZERO", zero, "yes", "Pages filled with zero"),
             ("NON_PRI_CACHE", stats.cache, "yes", "Cache pages without private flag"),
@@ -187,22 +165,21 @@ def run_mem_usage(job, msgs: Messages) -> int:  # noqa: ANN001
         src.close()
 
 
-def run_dump_dmesg(job, msgs: Messages) -> int:  # noqa: ANN001
+def run_dump_dmesg(job: DumpJob, msgs: Messages) -> int:
     """makedumpfile --dump-dmesg VMCORE LOGFILE (filtering.md §8, formats-cli.md §5.7)."""
-    import os
-
     from .kernel.dmesg import DmesgError, dump_dmesg
     from .writer.sink import open_output
 
-    src = open_source(job.vmcore)
+    src = open_source(job.input)
     try:
         vi = load_vmcoreinfo(src, job.vmcoreinfo_file)
         if vi is None:
             raise DmesgError(f"{job.vmcore} has no VMCOREINFO note; the kernel log cannot be located")
-        res = dump_dmesg(src, vi, partial=getattr(job, "partial_dmesg", False))
+        for_machine(src.elf_machine).check_layout(src, vi)
+        res = dump_dmesg(src, vi, partial=job.partial_dmesg)
     finally:
         src.close()
-    fd = open_output(job.dumpfile, job.force)
+    fd = open_output(job.output, job.force)
     try:
         view = memoryview(res.text)
         while view:
@@ -217,57 +194,100 @@ def run_dump_dmesg(job, msgs: Messages) -> int:  # noqa: ANN001
     return 0
 
 
-def run(job, msgs: Messages) -> int:  # noqa: ANN001
+def run_reassemble(job: DumpJob, msgs: Messages) -> int:
+    """--reassemble DUMPFILE1 ... DUMPFILE (formats-cli.md §4.2)."""
+    from .writer.split import reassemble
+
+    return _into_file(job, msgs, lambda sink: reassemble(job.parts, sink))
+
+
+def run_vtop(job: DumpJob, msgs: Messages) -> int:
+    """makedumpfile --vtop VADDR: the translation through the dump's page tables (formats-cli.md §5.7)."""
+    assert job.vtop is not None
+    src = open_source(job.input)
+    try:
+        vi = load_vmcoreinfo(src, job.vmcoreinfo_file)
+        if vi is None:
+            raise DumpfilterError(f"{job.vmcore} has no VMCOREINFO note; kernel addresses cannot be translated")
+        arch = for_machine(src.elf_machine)
+        arch.check_layout(src, vi)
+        pa = arch.mmu(src, vi).vtop(job.vtop)
+    finally:
+        src.close()
+    out = sys.stderr if job.flat else sys.stdout
+    out.write(f"\nTranslating virtual address {job.vtop:x} to physical address.\n"
+              f"VIRTUAL           PHYSICAL\n{job.vtop:16x}  {pa:x}\n\n")
+    out.flush()
+    return 0
+
+
+def run_gen_vmcoreinfo(job: DumpJob, msgs: Messages) -> int:
+    """makedumpfile -g VMCOREINFO -x VMLINUX."""
+    from .kernel.symbols.gen import write_vmcoreinfo
+
+    assert job.gen_vmcoreinfo is not None and job.vmlinux is not None
+    write_vmcoreinfo(job.vmlinux, job.gen_vmcoreinfo, job.force)
+    msgs.msg(f"\nThe vmcoreinfo is saved to {job.gen_vmcoreinfo}.\n\n{PROG} Completed.")
+    return 0
+
+
+def run(job: DumpJob, msgs: Messages) -> int:
+    if job.gen_vmcoreinfo:
+        return run_gen_vmcoreinfo(job, msgs)
     if job.rearrange:
         return run_rearrange(job, msgs)
-    if getattr(job, "dump_dmesg", False):
+    if job.vtop is not None:
+        run_vtop(job, msgs)
+        if job.dumpfile is None and not job.flat:
+            return 0
+    preflight(job)
+    if job.reassemble:
+        return run_reassemble(job, msgs)
+    if job.dump_dmesg:
         return run_dump_dmesg(job, msgs)
     if job.mem_usage:
         return run_mem_usage(job, msgs)
-    src = open_source(job.vmcore)
+    src = open_source(job.input)
     try:
         if job.elf and src.format != "elf":
             raise DumpfilterError(f"'-E' option is disabled, because {job.vmcore} is kdump compressed format.")
         for i, level in enumerate(job.levels):
             stats = Stats()
             plan = build_plan(job, src, level, msgs, stats)
-            sink = _open_sink(job)
+            sinks: list[Sink] = []
             try:
+                for path in (job.parts if job.split else [None]):
+                    sinks.append(_open_sink(job, path))  # one by one: a failure aborts those made
                 with StageTimer(stats, "write"):
                     if job.elf:
                         from .writer.elf import write_elf
 
-                        write_elf(plan, sink, msgs, stats)
+                        write_elf(plan, sinks[0], msgs, stats)
+                    elif job.split:
+                        _write_split(job, plan, sinks, msgs, stats)
                     else:
-                        write_kdump(plan, sink, msgs, stats)
+                        write_kdump(plan, sinks[0], msgs, stats)
             except NoSpaceError as e:
-                stats.write_bytes = sink.bytes_written
-                if i + 1 < len(job.levels) and sink.seekable and not job.dry_run:
-                    msgs.error(f"\n{e}")
-                    sink.discard()
-                    msgs.msg(f"Retry to create a dumpfile by dump_level({job.levels[i + 1]}).")
+                stats.write_bytes = sum(s.bytes_written for s in sinks)
+                if i + 1 < len(job.levels) and all(s.seekable for s in sinks) and not job.dry_run:
+                    for s in sinks:
+                        s.discard()
+                    msgs.msg(f"{e} Retry to create a dumpfile by dump_level({job.levels[i + 1]}).")
                     continue
-                sink.abort()
-                msgs.error(f"\n{e}")
-                if sink.seekable and not job.dry_run:
-                    msgs.error("This is an incomplete dumpfile, but might analyzable.")
-                raise NoSpaceError(f"{e} {sink.name} is incomplete.") from None
+                raise _abort_all(e, sinks, job) from None
             except (DumpfilterError, KeyboardInterrupt) as e:
-                sink.abort()
-                if isinstance(e, KeyboardInterrupt):
-                    e = Interrupted("interrupted")
-                if sink.seekable and not job.dry_run:
-                    raise type(e)(f"{e}; {sink.name} is marked incomplete") from None
-                raise
+                raise _abort_all(Interrupted("interrupted") if isinstance(e, KeyboardInterrupt) else e, sinks, job) from None
             except BaseException:
-                sink.abort()
+                for s in sinks:
+                    s.abort()
                 raise
-            sink.finish()
-            stats.write_bytes = sink.bytes_written
+            for s in sinks:
+                s.finish()
+            stats.write_bytes = sum(s.bytes_written for s in sinks)
             msgs.report(stats, elf=job.elf)
             if job.report_json:
                 secs = stats.seconds.get("write", 0.0) + stats.seconds.get("filter", 0.0)
-                pages_in = plan.num_dumpable
+                pages_in = plan.bitmaps.dumpable
                 write_json(job.report_json, stats, {
                     "dump_level": plan.dump_level,
                     "compression": job.compress or "none",
@@ -277,7 +297,10 @@ def run(job, msgs: Messages) -> int:  # noqa: ANN001
                     "output_bytes": stats.write_bytes,
                 })
             if not job.dry_run:
-                msgs.msg(f"\nThe dumpfile is saved to {sink.name}.\n\n{PROG} Completed.")
+                from .writer.split import saved_message
+
+                saved = saved_message([s.name for s in sinks]) if job.split else f"The dumpfile is saved to {sinks[0].name}."
+                msgs.msg(f"\n{saved}\n\n{PROG} Completed.")
             return 0
         return 1
     finally:

@@ -43,8 +43,8 @@ def _build(cls: type, frozen: bool) -> type:
     factories: dict[str, Callable[[], Any]] = {}
     for name in names:
         value = cls.__dict__.get(name, _MISSING)
-        if isinstance(value, _Field):
-            factories[name] = value.default_factory  # type: ignore[assignment]
+        if isinstance(value, _Field) and value.default_factory is not None:
+            factories[name] = value.default_factory
             delattr(cls, name)
         elif value is not _MISSING:
             defaults[name] = value
@@ -77,10 +77,10 @@ def _build(cls: type, frozen: bool) -> type:
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in names)
 
-    cls.__init__ = __init__  # type: ignore[misc]
-    cls.__repr__ = __repr__  # type: ignore[method-assign]
-    cls.__eq__ = __eq__  # type: ignore[method-assign]
-    cls.__record_fields__ = names  # type: ignore[attr-defined]
+    setattr(cls, "__init__", __init__)
+    setattr(cls, "__repr__", __repr__)
+    setattr(cls, "__eq__", __eq__)
+    setattr(cls, "__record_fields__", names)
     if frozen:
 
         def __setattr__(self: Any, name: str, value: Any) -> None:
@@ -92,11 +92,11 @@ def _build(cls: type, frozen: bool) -> type:
         def __hash__(self: Any) -> int:
             return hash(tuple(getattr(self, n) for n in names))
 
-        cls.__setattr__ = __setattr__  # type: ignore[method-assign]
-        cls.__delattr__ = __delattr__  # type: ignore[method-assign]
-        cls.__hash__ = __hash__  # type: ignore[method-assign]
+        setattr(cls, "__setattr__", __setattr__)
+        setattr(cls, "__delattr__", __delattr__)
+        setattr(cls, "__hash__", __hash__)
     else:
-        cls.__hash__ = None  # type: ignore[assignment]  # mutable and compared by value: unhashable
+        setattr(cls, "__hash__", None)  # mutable and compared by value: unhashable
     return cls
 
 

@@ -7,7 +7,16 @@ import time
 
 TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
-    from typing import TextIO
+    from typing import Protocol, TextIO
+
+    class Log(Protocol):
+        """Where the lower layers send what the user should see: ``msg`` at message level 2, ``debug``
+        with -D (message level 8). ``Messages`` is one."""
+
+        debugging: bool  # debug() prints: build the text only then
+
+        def msg(self, text: str) -> None: ...
+        def debug(self, text: str) -> None: ...
 
 from .stats import Stats
 
@@ -24,6 +33,7 @@ class Messages:
 
     def __init__(self, level: int = DEFAULT_LEVEL, flat: bool = False, progress: bool | None = None) -> None:
         self.level = level
+        self.debugging = bool(level & ML_DEBUG)
         # the progress line only where someone sees it, unless asked for explicitly
         self.show_progress = bool(level & ML_PROGRESS) and (sys.stderr.isatty() if progress is None else progress)
         self._done: set[str] = set()
@@ -113,6 +123,12 @@ def format_report(s: Stats, elf: bool = False) -> str:
         f"    Free pages              : {h(s.free)}",
         f"    Hwpoison pages          : {h(s.hwpoison)}",
         f"    Offline pages           : {h(s.offline)}",
+    ]
+    if s.extension is not None:  # makedumpfile 1.8.0's line, when a plugin ran
+        lines.append(f"    Extension filter pages  : {h(s.extension)}")
+    if s.kept_debuggable:
+        lines.append(f"    Kept for debugging      : -{h(s.kept_debuggable)}")
+    lines += [
         f"  Remaining pages  : {h(rem)}",
     ]
     shown = rem

@@ -17,6 +17,8 @@ class Stats:
     free: int = 0
     hwpoison: int = 0
     offline: int = 0
+    extension: int | None = None  # pages excluded by --extension plugins (None: no plugin ran)
+    kept_debuggable: int = 0  # pages the level excluded that --keep-debuggable put back
     elf_excluded: int | None = None  # ELF output: pages really removed
     dumped: int = 0  # pages with data written (zero-page descriptors excluded)
     write_bytes: int = 0
@@ -29,7 +31,8 @@ class Stats:
 
     @property
     def excluded(self) -> int:
-        return self.zero + self.cache + self.cache_private + self.user + self.free + self.hwpoison + self.offline
+        return (self.zero + self.cache + self.cache_private + self.user + self.free + self.hwpoison + self.offline
+                + (self.extension or 0) - self.kept_debuggable)
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)

@@ -170,3 +170,13 @@ def runs_of(pfns: np.ndarray) -> list[tuple[int, int]]:
 
 def makedumpfile(args: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(["makedumpfile"] + [str(a) for a in args], capture_output=True, timeout=timeout, **kw)
+
+
+def bits(bm, start: int, end: int) -> np.ndarray:
+    """Bits [start, end) of a dumpfilter Bitmap as a bool array (tests only; the package needs no numpy)."""
+    end = min(end, bm.nbits)
+    if start >= end:
+        return np.zeros(0, dtype=bool)
+    raw = np.frombuffer(bm.tobytes(), dtype=np.uint8)
+    out = np.unpackbits(raw, bitorder="little")[start:end].astype(bool)
+    return out

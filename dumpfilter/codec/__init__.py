@@ -1,9 +1,11 @@
-"""Page codecs keyed by the kdump page flag (formats-cli.md §1.3, §1.6).
+"""The compression stage: page codecs keyed by the kdump page flag (formats-cli.md §1.3, §1.6).
 
-Compression happens in batches in ``_speedups/compress.pyx`` (zlib level 1 with the zlib wrapper,
-LZO1X-1 raw, snappy raw block, zstd level 1: one frame with content size, no checksum; a page is stored
-compressed only if strictly smaller than a page). This registry names the codecs and their flags and
-decodes single pages with the PyPI packages, for reading dumps back; ``decompress`` is thread-safe.
+Pages are compressed a window at a time in C (``_speedups/compress.pyx``: the zlib format written by
+libdeflate at level 2, LZO1X-1, a raw snappy block, zstd level 1 as one frame with the content size
+and no checksum; a page is stored compressed only if strictly smaller than a page), on the worker
+threads of ``pool.py``, after the page hooks of ``hooks.py``. This registry names the codecs and their
+flags (``_speedups/flags.pxd``, the one definition) and decodes single pages with the PyPI packages,
+for reading dumps back; ``decompress`` is thread-safe.
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from collections.abc import Callable
 from ..record import dataclass
 from ..errors import DumpfilterError, InputError
 
-FLAG_ZLIB = 0x01
-FLAG_LZO = 0x02
-FLAG_SNAPPY = 0x04
-FLAG_ZSTD = 0x20
+from .._speedups import flags as _flags
+
+FLAG_ZLIB: int = _flags.ZLIB
+FLAG_LZO: int = _flags.LZO
+FLAG_SNAPPY: int = _flags.SNAPPY
+FLAG_ZSTD: int = _flags.ZSTD
 
 def _zlib_dec(data: bytes, size: int) -> bytes:
     return zlib.decompress(data, bufsize=size)
@@ -43,16 +47,15 @@ def _zstd_dec(data: bytes, size: int) -> bytes:
 @dataclass(frozen=True)
 class Codec:
     name: str
-    option: str  # makedumpfile's command-line switch
     flag: int  # page_desc.flags value and header status bit
     decompress: Callable[[bytes, int], bytes]
 
 
 CODECS: dict[str, Codec] = {
-    "zlib": Codec("zlib", "-c", FLAG_ZLIB, _zlib_dec),
-    "lzo": Codec("lzo", "-l", FLAG_LZO, _lzo_dec),
-    "snappy": Codec("snappy", "-p", FLAG_SNAPPY, _snappy_dec),
-    "zstd": Codec("zstd", "-z", FLAG_ZSTD, _zstd_dec),
+    "zlib": Codec("zlib", FLAG_ZLIB, _zlib_dec),
+    "lzo": Codec("lzo", FLAG_LZO, _lzo_dec),
+    "snappy": Codec("snappy", FLAG_SNAPPY, _snappy_dec),
+    "zstd": Codec("zstd", FLAG_ZSTD, _zstd_dec),
 }
 BY_FLAG: dict[int, Codec] = {c.flag: c for c in CODECS.values()}
 
@@ -64,7 +67,7 @@ def get_codec(name: str | None) -> Codec | None:
         codec = CODECS[name]
     except KeyError:
         raise DumpfilterError(f"unknown compression {name!r}") from None
-    return codec  # compression itself runs in _speedups/compress.pyx against the C libraries
+    return codec  # compression itself runs in pool.py / _speedups/compress.pyx against the C libraries
 
 
 def decompress_page(flags: int, data: bytes, page_size: int, where: str) -> bytes:

@@ -1,10 +1,15 @@
 """Dump-level filtering: which pages the 2nd bitmap keeps (filtering.md §4, §5), one cycle at a time.
 
-Level bit 1 (zero pages) needs only page contents and is handled by the writers. Bits 2, 4, 8 and
-16 need the kernel's struct page array (``classify.py``). ``CyclePlan`` produces the 1st and 2nd
-bitmaps for any cycle of pfns on demand, so memory follows the cycle, not the size of the dump.
+Level bit 1 (zero pages) needs only page contents and is handled while compressing. Bits 2, 4, 8 and
+16 need the kernel's struct page array (``classify.py``). ``filter_dump`` is the planning pass: it
+builds the 1st and 2nd bitmaps of each cycle once, counts what each level bit excluded, and keeps the
+bitmaps (compressed when there is more than one cycle), so the writers never classify again and memory
+follows the cycle, not the size of the dump.
 """
 from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
 
 from ..bitmap import Bitmap
 from ..errors import DumpfilterError
@@ -12,105 +17,209 @@ from ..kernel.vmcoreinfo import VmcoreInfo
 from ..source.base import DumpSource
 from ..stats import Stats
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from ..report import Log
+
 KERNEL_LEVEL_BITS = 2 | 4 | 8 | 16
 CYCLE_ALIGN = 1 << 18  # pfns: a multiple of every section, buddy block and (1 GiB) hugetlb folio
-
-
-def stats_add(into: Stats, frm: Stats) -> None:
-    for k in ("cache", "cache_private", "user", "free", "hwpoison", "offline"):
-        setattr(into, k, getattr(into, k) + getattr(frm, k))
+COUNTS = ("cache", "cache_private", "user", "free", "hwpoison", "offline")
 
 
 def cycle_pfns_for(max_mapnr: int, buffer_bytes: int) -> int:
     """Pfns per cycle for a bitmap buffer of ``buffer_bytes`` per bitmap (makedumpfile's cyclic buffer)."""
-    pfns = max(CYCLE_ALIGN, buffer_bytes * 8 // CYCLE_ALIGN * CYCLE_ALIGN)
-    return pfns
+    return max(CYCLE_ALIGN, buffer_bytes * 8 // CYCLE_ALIGN * CYCLE_ALIGN)
 
 
-class CyclePlan:
-    """The 1st and 2nd bitmaps of a dump, computed per cycle [start, end) on demand."""
+class CycleBitmaps:
+    """Both bitmaps of one cycle [start, end), kept packed (and zlib-compressed in multi-cycle dumps)."""
 
-    def __init__(self, src: DumpSource, vi: VmcoreInfo | None, level: int, cycle_pfns: int,
-                 partial_last: bool) -> None:
-        self.src, self.vi, self.level = src, vi, level
-        self.max_mapnr = src.max_mapnr
-        self.cycle_pfns = max(CYCLE_ALIGN, cycle_pfns // CYCLE_ALIGN * CYCLE_ALIGN)
-        self.partial_last = partial_last
-        self.cycles = [(s, min(s + self.cycle_pfns, self.max_mapnr)) for s in range(0, self.max_mapnr, self.cycle_pfns)]
-        self._kv = None
-        self._single: tuple[tuple[int, int], Bitmap, Stats] | None = None
-        self._try_ok: bool | None = None
-        self.note: str | None = None
-        self._classify = self._decide_classification()
+    __slots__ = ("start", "end", "present", "dumpable", "_b1", "_b2", "_packed")
 
-    def _decide_classification(self) -> str:
-        """'no' (nothing to classify), 'try' (levels 0/1: hwpoison/offline only, best effort), 'yes'."""
-        from .classify import pass_needed
+    def __init__(self, start: int, end: int, b1: Bitmap, b2: Bitmap, pack: bool) -> None:
+        self.start, self.end = start, end
+        self.present = b1.count()
+        self.dumpable = b2.count()
+        self._packed = pack
+        raw1, raw2 = b1.tobytes(), b2.tobytes()
+        self._b1 = zlib.compress(raw1, 1) if pack else raw1
+        self._b2 = zlib.compress(raw2, 1) if pack else raw2
 
-        if not pass_needed(self.level, self.vi):
-            return "no"
-        if not self.level & KERNEL_LEVEL_BITS:
-            return "try"
-        if self.vi is None:
-            raise DumpfilterError(
-                f"{self.src.path} has no VMCOREINFO note, which dump level {self.level} needs to find struct pages "
-                "(levels 0 and 1 work without it; give one with -i FILE)"
-            )
-        return "yes"
+    def bitmaps(self) -> tuple[Bitmap, Bitmap]:
+        n = self.end - self.start
+        unpack = zlib.decompress if self._packed else bytes
+        return Bitmap.from_bytes(n, unpack(self._b1)), Bitmap.from_bytes(n, unpack(self._b2))
 
-    def _kernel_view(self):  # noqa: ANN202
-        from .classify import KernelView
 
-        if self._kv is None:
-            self._kv = KernelView(self.src, self.vi)  # type: ignore[arg-type]
-        return self._kv
+class DumpBitmaps:
+    """The 1st (memory present) and 2nd (pages to dump) bitmaps of a whole dump, per cycle."""
 
-    def _try_works(self) -> bool:
-        """Levels 0/1: makedumpfile still drops hwpoison and offline pages when PG_hwpoison is
-        exported. If the kernel data can't be read anywhere, keep everything (nothing was asked for);
-        decided once for all cycles, so every pass sees the same bitmaps."""
-        from .classify import exclude_pages
+    def __init__(self, max_mapnr: int, cycles: list[CycleBitmaps], counts: Stats) -> None:
+        self.max_mapnr = max_mapnr
+        self.cycles = cycles
+        self.counts = counts  # pages excluded per kind (cache, user, free, ...); zero pages not yet
+        self.present = sum(c.present for c in cycles)
+        self.dumpable = sum(c.dumpable for c in cycles)  # set bits of the 2nd bitmap, zero pages included
 
-        if self._try_ok is None:
-            try:
-                for start, end in self.cycles:
-                    exclude_pages(self.src, self.vi, self.src.dumpable_bitmap(start=start, end=end), self.level,  # type: ignore[arg-type]
-                                  Stats(), self._kernel_view(), base=start)
-                self._try_ok = True
-            except DumpfilterError as e:
-                self.note = f"hwpoison/offline pages are not excluded: {e}"
-                self._try_ok = False
-        return self._try_ok
+    def __iter__(self) -> Iterator[tuple[int, int, Bitmap, Bitmap]]:
+        """(start, end, 1st bitmap, 2nd bitmap) per cycle, in pfn order."""
+        for c in self.cycles:
+            b1, b2 = c.bitmaps()
+            yield c.start, c.end, b1, b2
 
-    def bitmap1(self, start: int, end: int) -> Bitmap:
-        return self.src.present_bitmap(partial_last=self.partial_last, start=start, end=end)
+    def count_dumpable(self, start: int, end: int) -> int:
+        """Set bits of the 2nd bitmap for pfns [start, end)."""
+        total = 0
+        for c in self.cycles:
+            if c.end <= start or c.start >= end:
+                continue
+            if start <= c.start and c.end <= end:
+                total += c.dumpable
+            else:
+                total += c.bitmaps()[1].count(max(start, c.start) - c.start, min(end, c.end) - c.start)
+        return total
 
-    def bitmap2(self, start: int, end: int, stats: Stats) -> Bitmap:
-        """The 2nd bitmap of the cycle; adds the excluded pages of the cycle to ``stats``.
+    def runs(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Maximal runs of set bits of the 2nd bitmap in pfns [lo, hi), joined across cycles."""
+        out: list[tuple[int, int]] = []
+        for c in self.cycles:
+            if c.end <= lo or c.start >= hi:
+                continue
+            b2 = c.bitmaps()[1]
+            for s, e in b2.runs(max(lo, c.start) - c.start, min(hi, c.end) - c.start):
+                s, e = s + c.start, e + c.start
+                if out and out[-1][1] == s:
+                    out[-1] = (out[-1][0], e)
+                else:
+                    out.append((s, e))
+        return out
 
-        With a single cycle the result is kept, so the writing pass does not classify again."""
-        if self._single is not None and self._single[0] == (start, end):
-            cached = self._single[1]
-            stats_add(stats, self._single[2])
-            return cached.copy()
-        st = Stats()
-        bm = self._compute_bitmap2(start, end, st)
-        stats_add(stats, st)
-        if len(self.cycles) == 1:
-            self._single = ((start, end), bm.copy(), st)
-        return bm
+    def _rewrite(self, i: int, b1: Bitmap, b2: Bitmap) -> None:
+        c = self.cycles[i]
+        self.cycles[i] = CycleBitmaps(c.start, c.end, b1, b2, c._packed)
+        self.dumpable += self.cycles[i].dumpable - c.dumpable
 
-    def _compute_bitmap2(self, start: int, end: int, stats: Stats) -> Bitmap:
-        from .classify import exclude_pages
+    def exclude(self, ranges: list[tuple[int, int]]) -> int:
+        """Clear the 2nd bitmap over pfn ranges [start, end) (extension filters); the number of pages
+        that were to be dumped and now are not."""
+        gone = 0
+        for i, c in enumerate(self.cycles):
+            mine = [(max(a, c.start), min(b, c.end)) for a, b in ranges if a < c.end and b > c.start]
+            if not mine:
+                continue
+            b1, b2 = c.bitmaps()
+            before = b2.count()
+            for a, b in mine:
+                b2.clear_range(a - c.start, b - c.start)
+            gone += before - b2.count()
+            self._rewrite(i, b1, b2)
+        return gone
 
-        bm = self.src.dumpable_bitmap(start=start, end=end)
-        if self._classify == "no":
-            return bm
-        if self._classify == "try" and not self._try_works():
-            return bm
-        exclude_pages(self.src, self.vi, bm, self.level, stats, self._kernel_view(), base=start)  # type: ignore[arg-type]
-        return bm
+    def include(self, pfns: list[int]) -> int:
+        """Set the 2nd bitmap for pfns present in the 1st (pages kept for debugging); how many changed."""
+        added = 0
+        for i, c in enumerate(self.cycles):
+            mine = [p for p in pfns if c.start <= p < c.end]
+            if not mine:
+                continue
+            b1, b2 = c.bitmaps()
+            for p in mine:
+                q = p - c.start
+                if b1.test(q) and not b2.test(q):
+                    b2.set(q)
+                    added += 1
+            self._rewrite(i, b1, b2)
+        return added
 
-    def full(self, stats: Stats) -> tuple[Bitmap, Bitmap]:
+    def full(self) -> tuple[Bitmap, Bitmap]:
         """Both bitmaps for the whole dump in one piece (ELF output and --mem-usage)."""
-        return self.bitmap1(0, self.max_mapnr), self.bitmap2(0, self.max_mapnr, stats)
+        b1, b2 = Bitmap(self.max_mapnr), Bitmap(self.max_mapnr)
+        for start, end, c1, c2 in self:
+            n = (end - start + 7) // 8
+            b1.bits[start // 8 : start // 8 + n] = c1.bits[:n]
+            b2.bits[start // 8 : start // 8 + n] = c2.bits[:n]
+        return b1, b2
+
+
+def _classification(src: DumpSource, vi: VmcoreInfo | None, level: int) -> str:
+    """'no' (nothing to classify), 'try' (levels 0/1: hwpoison/offline only, best effort), 'yes'."""
+    from .classify import pass_needed
+
+    if not pass_needed(level, vi):
+        return "no"
+    if not level & KERNEL_LEVEL_BITS:
+        return "try"
+    if vi is None:
+        raise DumpfilterError(
+            f"{src.path} has no VMCOREINFO note, which dump level {level} needs to find struct pages "
+            "(levels 0 and 1 work without it; give one with -i FILE)"
+        )
+    return "yes"
+
+
+def filter_dump(src: DumpSource, vi: VmcoreInfo | None, level: int, cycle_pfns: int, partial_last: bool,
+                log: Log | None = None, threads: int = 0) -> DumpBitmaps:
+    """Classify every cycle once and return the dump's bitmaps.
+
+    At levels 0 and 1 makedumpfile still drops hwpoison and offline pages when PG_hwpoison is exported;
+    if the kernel data can't be read somewhere, nothing is excluded anywhere (nothing was asked for)
+    and ``log`` is told why. With ``threads`` > 1 each cycle's sections are classified on that many
+    threads; the bitmaps do not depend on it."""
+    max_mapnr = src.max_mapnr
+    step = max(CYCLE_ALIGN, cycle_pfns // CYCLE_ALIGN * CYCLE_ALIGN)
+    bounds = [(s, min(s + step, max_mapnr)) for s in range(0, max_mapnr, step)]
+    mode = _classification(src, vi, level)
+    kernel = vi if mode != "no" else None  # pass_needed() is False without VMCOREINFO
+    pack = len(bounds) > 1
+    if log is not None:
+        log.debug(f"cycles            : {len(bounds)} of {step} pfns"
+                  + (" (bitmaps kept zlib-compressed between the passes)" if pack else ""))
+    pool = None
+    if threads > 1 and kernel is not None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pydumpfile-classify")
+    try:
+        return _filter_cycles(src, kernel, level, bounds, partial_last, pack, log, pool, threads)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _filter_cycles(src: DumpSource, kernel: VmcoreInfo | None, level: int, bounds: list[tuple[int, int]],
+                   partial_last: bool, pack: bool, log: Log | None, pool: Executor | None,
+                   threads: int) -> DumpBitmaps:
+    from .classify import KernelView, exclude_pages
+
+    kv: KernelView | None = None
+    counts = Stats()
+    out: list[CycleBitmaps] = []
+    for start, end in bounds:
+        b1 = src.present_bitmap(partial_last=partial_last, start=start, end=end)
+        b2 = src.dumpable_bitmap(start=start, end=end)
+        if kernel is not None:
+            st = Stats()
+            try:
+                if kv is None:
+                    kv = KernelView(src, kernel, log, level)
+                exclude_pages(src, kernel, b2, level, st, kv, base=start, pool=pool, workers=threads)
+            except DumpfilterError as e:
+                if level & KERNEL_LEVEL_BITS:
+                    raise
+                if log is not None:
+                    log.msg(f"hwpoison/offline pages are not excluded: {e}")
+                return _unclassified(src, bounds, partial_last, pack)
+            for k in COUNTS:
+                setattr(counts, k, getattr(counts, k) + getattr(st, k))
+            if log is not None and log.debugging:
+                log.debug(f"cycle {start:#x}-{end:#x}: " + ", ".join(f"{k} {getattr(st, k)}" for k in COUNTS))
+        out.append(CycleBitmaps(start, end, b1, b2, pack))
+    return DumpBitmaps(src.max_mapnr, out, counts)
+
+
+def _unclassified(src: DumpSource, bounds: list[tuple[int, int]], partial_last: bool, pack: bool) -> DumpBitmaps:
+    cycles = [CycleBitmaps(s, e, src.present_bitmap(partial_last=partial_last, start=s, end=e),
+                           src.dumpable_bitmap(start=s, end=e), pack) for s, e in bounds]
+    return DumpBitmaps(src.max_mapnr, cycles, Stats())

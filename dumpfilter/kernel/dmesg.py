@@ -10,7 +10,7 @@ Three kernel formats, chosen as makedumpfile chooses them:
 Each record becomes ``[%5llu.%06lu] `` (seconds.microseconds), then ``[%8s] `` with ``T<pid>`` or
 ``C<cpu>`` when the caller-id offset is in VMCOREINFO (makedumpfile ≥ 1.7.5; for 5.10+ kernels
 always), then the text with ``\\n`` followed by an indent to the text column, non-printable bytes
-as ``\\x%02x`` of the C ``char`` (signed on x86_64: ``\\xffffffc3``), and a final newline.
+as ``\\x%02x`` of the C ``char`` (sign-extended where ``char`` is signed: ``\\xffffffc3``), and a final newline.
 
 Kernel data is never trusted: every loop is bounded by the ring sizes, and an inconsistent ring
 ends in a :class:`DmesgError` (one line) instead of a hang. Where makedumpfile itself would loop
@@ -34,9 +34,8 @@ DESC_COMMITTED, DESC_FINALIZED = 1, 2
 CALLER_CPU_FLAG = 0x80000000
 PID_CHARS_DEFAULT = 8
 MAX_SIZE_BITS = 31  # the kernel refuses log_buf_len > 2 GiB (LOG_BUF_LEN_MAX)
+MAX_STRUCT = 1 << 16  # bytes: no printk structure is near this; a larger SIZE() is corruption
 
-EM_386, EM_X86_64 = 3, 62
-SIGNED_CHAR_MACHINES = {EM_386, EM_X86_64}  # C `char` is signed there (affects \x escapes only)
 
 Reader = Callable[[int, int], bytes]
 
@@ -109,7 +108,7 @@ def format_records(records: Iterable[Record], signed_char: bool = True) -> bytes
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _u(buf: bytes, off: int, size: int, what: str) -> int:
+def _u(buf: bytes | _Lazy, off: int, size: int, what: str) -> int:
     if off < 0 or off + size > len(buf):
         raise DmesgError(f"{what}: offset {off} is outside the {len(buf)}-byte structure (bad VMCOREINFO?)")
     return int.from_bytes(buf[off : off + size], "little")
@@ -123,6 +122,45 @@ def _read(read: Reader, addr: int, size: int, what: str) -> bytes:
     if len(data) != size:
         raise DmesgError(f"Can't read {what} ({size} bytes at {addr & MASK64:#x}): short read")
     return data
+
+
+class _Lazy:
+    """``size`` bytes of kernel memory at ``addr``, read on demand in blocks and sliced like bytes.
+
+    The ring sizes come from the dump (``size_bits``, ``count_bits``, ``log_buf_len``): a corrupt or
+    hostile value may claim gigabytes. Only the blocks a record touches are read, and at most
+    ``KEEP`` of them are kept, so memory follows the records, not the claim."""
+
+    BLOCK = 1 << 16
+    KEEP = 16
+
+    def __init__(self, read: Reader, addr: int, size: int, what: str) -> None:
+        self.read, self.addr, self.size, self.what = read, addr, size, what
+        self.blocks: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _block(self, b: int) -> bytes:
+        got = self.blocks.get(b)
+        if got is None:
+            start = b * self.BLOCK
+            got = _read(self.read, self.addr + start, min(self.BLOCK, self.size - start), self.what)
+            if len(self.blocks) >= self.KEEP:
+                self.blocks.pop(next(iter(self.blocks)))
+            self.blocks[b] = got
+        return got
+
+    def __getitem__(self, sl: slice) -> bytes:
+        start, stop, _ = sl.indices(self.size)
+        if stop <= start:
+            return b""
+        parts = []
+        for b in range(start // self.BLOCK, (stop - 1) // self.BLOCK + 1):
+            blk = self._block(b)
+            lo = max(start - b * self.BLOCK, 0)
+            parts.append(blk[lo : min(stop - b * self.BLOCK, len(blk))])
+        return b"".join(parts)
 
 
 def _need(vi: VmcoreInfo, keys: list[tuple[str, str]], what: str) -> None:
@@ -168,6 +206,9 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
     """The records of the 5.10+ ring, oldest first (dump_lockless_dmesg)."""
     _need(vi, LOCKLESS_KEYS, "the lockless printk ring buffer (5.10+)")
     O, S = vi.offset, vi.size
+    for key in ("printk_ringbuffer", "prb_desc", "printk_info"):
+        if not 0 < S[key] <= MAX_STRUCT:
+            raise DmesgError(f"SIZE({key})={S[key]} is not plausible (the VMCOREINFO is corrupt)")
     rb_addr = int.from_bytes(_read(read, vi.symbol["prb"], 8, "the prb pointer"), "little")
     rb = _read(read, rb_addr, S["printk_ringbuffer"], "prb")
     dr = O["printk_ringbuffer.desc_ring"]
@@ -179,9 +220,9 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
                        "prb_desc_ring.count_bits", size_bits)
     count, size = 1 << count_bits, 1 << size_bits
     sz_desc, sz_info = S["prb_desc"], S["printk_info"]
-    descs = _read(read, _u(rb, dr + O["prb_desc_ring.descs"], 8, "descs"), count * sz_desc, "prb.desc_ring.descs")
-    infos = _read(read, _u(rb, dr + O["prb_desc_ring.infos"], 8, "infos"), count * sz_info, "prb.desc_ring.infos")
-    text = _read(read, _u(rb, tr + O["prb_data_ring.data"], 8, "data"), size, "prb.text_data_ring")
+    descs = _Lazy(read, _u(rb, dr + O["prb_desc_ring.descs"], 8, "descs"), count * sz_desc, "prb.desc_ring.descs")
+    infos = _Lazy(read, _u(rb, dr + O["prb_desc_ring.infos"], 8, "infos"), count * sz_info, "prb.desc_ring.infos")
+    text = _Lazy(read, _u(rb, tr + O["prb_data_ring.data"], 8, "data"), size, "prb.text_data_ring")
     tail = _u(rb, dr + O["prb_desc_ring.tail_id"] + cnt, 8, "tail_id")
     head = _u(rb, dr + O["prb_desc_ring.head_id"] + cnt, 8, "head_id")
     if tail & ~DESC_ID_MASK or head & ~DESC_ID_MASK:
@@ -204,10 +245,10 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
     o_seq = O.get("printk_info.seq")
     for off, n, what in ((o_state, 8, "prb_desc.state_var"), (o_begin, 8, "blk_lpos.begin"), (o_next, 8, "blk_lpos.next")):
         _u(descs[:sz_desc], off, n, what)
-    for off, n, what in ((o_ts, 8, "printk_info.ts_nsec"), (o_len, 2, "printk_info.text_len"),
-                         (o_cid, 4, "printk_info.caller_id"), (o_seq, 8, "printk_info.seq")):
-        if off is not None:
-            _u(infos[:sz_info], off, n, what)
+    for maybe, n, what in ((o_ts, 8, "printk_info.ts_nsec"), (o_len, 2, "printk_info.text_len"),
+                           (o_cid, 4, "printk_info.caller_id"), (o_seq, 8, "printk_info.seq")):
+        if maybe is not None:
+            _u(infos[:sz_info], maybe, n, what)
 
     if partial and vi.symbol.get("clear_seq"):
         clear_seq = int.from_bytes(_read(read, vi.symbol["clear_seq"], 8, "clear_seq"), "little")
@@ -283,13 +324,13 @@ def printk_log_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> t
     log_buf = int.from_bytes(_read(read, sym["log_buf"], 8, "log_buf"), "little")
     blen = struct.unpack("<i", _read(read, sym["log_buf_len"], 4, "log_buf_len"))[0]
     hdr = vi.size["printk_log"]
-    if not 0 < blen <= 1 << MAX_SIZE_BITS or hdr <= 0 or hdr > blen:
+    if not 0 < blen <= 1 << MAX_SIZE_BITS or hdr <= 0 or hdr > min(blen, MAX_STRUCT):
         raise DmesgError(f"the printk log_buf is corrupt: log_buf_len = {blen}")
     for what, off, n in (("ts_nsec", O["printk_log.ts_nsec"], 8), ("len", O["printk_log.len"], 2),
                          ("text_len", O["printk_log.text_len"], 2), ("caller_id", O.get("printk_log.caller_id"), 4)):
         if off is not None and not 0 <= off <= hdr - n:
             raise DmesgError(f"OFFSET(printk_log.{what})={off} lies outside SIZE(printk_log)={hdr}")
-    buf = _read(read, log_buf, blen, "log_buf")
+    buf = _Lazy(read, log_buf, blen, "log_buf")
     o_ts, o_len, o_tlen = O["printk_log.ts_nsec"], O["printk_log.len"], O["printk_log.text_len"]
     o_cid = O.get("printk_log.caller_id")
 
@@ -341,10 +382,11 @@ def plain_log(read: Reader, vi: VmcoreInfo) -> bytes:
     blen = struct.unpack("<i", _read(read, sym["log_buf_len"], 4, "log_buf_len"))[0]
     if not 0 < blen <= 1 << MAX_SIZE_BITS or blen & (blen - 1):
         raise DmesgError(f"the printk log_buf is corrupt: log_buf_len = {blen}")
+    buf = _Lazy(read, log_buf, blen, "log_buf")  # read only as far as the dump holds it
     if log_end < blen:
-        return _read(read, log_buf, log_end, "log_buf")
+        return buf[:log_end]
     idx = log_end & (blen - 1)
-    return _read(read, log_buf + idx, blen - idx, "old dmesg log") + _read(read, log_buf, idx, "new dmesg log")
+    return buf[idx:] + buf[:idx]
 
 
 # --- entry point ------------------------------------------------------------------------------------
@@ -376,11 +418,13 @@ def extract(read: Reader, vi: VmcoreInfo, partial: bool = False, signed_char: bo
 
 
 def dump_dmesg(src, vi: VmcoreInfo, partial: bool = False, caller_column: bool = True) -> DmesgResult:  # noqa: ANN001
-    """The kernel log of an opened dump (x86_64 page tables)."""
-    from .arch.x86_64 import X86_64
+    """The kernel log of an opened dump, read through its architecture's page tables."""
+    from .arch import UnsupportedArch, for_machine
 
-    if src.elf_machine != EM_X86_64 and src.format != "kdump":
-        raise DmesgError(f"--dump-dmesg supports x86_64 dumps only (ELF machine {src.elf_machine})")
-    mmu = X86_64(src, vi)
-    return extract(mmu.read, vi, partial, signed_char=src.elf_machine in SIGNED_CHAR_MACHINES,
-                   caller_column=caller_column)
+    arch = for_machine(src.elf_machine)
+    try:
+        mmu = arch.mmu(src, vi)
+    except UnsupportedArch as e:
+        raise DmesgError(f"--dump-dmesg: {e}") from None
+    # C `char` is signed on some machines: it changes the \x escapes of bytes >= 0x80
+    return extract(mmu.read, vi, partial, signed_char=arch.signed_char, caller_column=caller_column)

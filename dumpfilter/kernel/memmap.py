@@ -5,6 +5,7 @@ kernel virtual address of the struct page of ``pfn_start`` (0 when the section h
 """
 from __future__ import annotations
 
+import bisect
 import struct
 
 from ..record import dataclass
@@ -23,40 +24,42 @@ class Section:
 
 
 class MemMap:
-    def __init__(self, sections: list[Section], page_struct_size: int, warnings: list[str]) -> None:
+    def __init__(self, sections: list[Section], page_struct_size: int, warnings: list[str], model: str) -> None:
         self.sections = sections
         self.page_struct_size = page_struct_size
-        self.warnings = warnings
+        self.warnings = warnings  # shown to the user (message level 2)
+        self.model = model  # "SPARSEMEM_EXTREME", "SPARSEMEM" or "FLATMEM"
+        self._starts = [s.pfn_start for s in sections]  # ascending
 
-    @property
-    def valid_end(self) -> int:
-        ends = [s.pfn_end for s in self.sections if s.mem_map]
-        return max(ends) if ends else 0
-
-
-def _need(vi: VmcoreInfo, table: str, name: str) -> int:
-    return vi.need(table, name)
+    def overlapping(self, start: int, end: int) -> list[Section]:
+        """The sections that meet pfns [start, end), in order (a cycle touches only its own)."""
+        lo = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        hi = bisect.bisect_left(self._starts, end)
+        return [s for s in self.sections[lo:hi] if s.pfn_end > start]
 
 
 def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_offset: int,
-                 max_physmem_bits_default: int = 46) -> MemMap:
-    """Decode mem_section for ``max_mapnr`` pfns. ``reader`` has ``read(va, n)`` (virtual)."""
+                 max_physmem_bits_default: int, section_size_bits_default: int) -> MemMap:
+    """Decode mem_section for ``max_mapnr`` pfns. ``reader`` has ``read(va, n)`` (virtual); the defaults
+    for kernels whose VMCOREINFO lacks MAX_PHYSMEM_BITS / SECTION_SIZE_BITS are the machine's (Mmu)."""
     for key in ("page.flags", "page._refcount", "page.mapping"):
         if key not in vi.offset and not (key == "page._refcount" and "page._count" in vi.offset):
             raise VmcoreinfoError(f"VMCOREINFO has no OFFSET({key}); can't classify pages")
-    size_page = _need(vi, "SIZE", "page")
+    size_page = vi.need("SIZE", "page")
     if size_page <= 0 or size_page > 4096:
         raise KernelDataError(f"SIZE(page)={size_page} is not plausible")
     if "mem_section" not in vi.symbol:
         if "mem_map" in vi.symbol:
             ptr = struct.unpack("<Q", reader.read(vi.symbol["mem_map"], 8))[0]
-            return MemMap([Section(0, max_mapnr, ptr)], size_page, [])
+            return MemMap([Section(0, max_mapnr, ptr)], size_page, [], "FLATMEM")
         raise VmcoreinfoError("VMCOREINFO has no SYMBOL(mem_section) (and no mem_map); unsupported memory model")
-    size_ms = _need(vi, "SIZE", "mem_section")
-    off_smm = _need(vi, "OFFSET", "mem_section.section_mem_map")
+    size_ms = vi.need("SIZE", "mem_section")
+    off_smm = vi.need("OFFSET", "mem_section.section_mem_map")
     if size_ms <= 0 or size_ms > 4096:
         raise KernelDataError(f"SIZE(mem_section)={size_ms} is not plausible")
-    section_size_bits = vi.number.get("SECTION_SIZE_BITS", 27)
+    if not 0 <= off_smm <= size_ms - 8:
+        raise KernelDataError(f"OFFSET(mem_section.section_mem_map)={off_smm} lies outside SIZE(mem_section)={size_ms}")
+    section_size_bits = vi.number.get("SECTION_SIZE_BITS", section_size_bits_default)
     max_physmem_bits = vi.number.get("MAX_PHYSMEM_BITS", max_physmem_bits_default)
     if not (page_shift <= section_size_bits < max_physmem_bits <= 64):
         raise KernelDataError(f"SECTION_SIZE_BITS={section_size_bits}, MAX_PHYSMEM_BITS={max_physmem_bits} are not plausible")
@@ -134,4 +137,4 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
     for s in range(num_section):
         start = s * pages_per_section
         sections.append(Section(start, min(start + pages_per_section, max_mapnr), maps[s]))
-    return MemMap(sections, size_page, warnings)
+    return MemMap(sections, size_page, warnings, "SPARSEMEM_EXTREME" if extreme else "SPARSEMEM")

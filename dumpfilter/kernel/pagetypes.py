@@ -27,12 +27,31 @@ UNKNOWN = -1
 @dataclass
 class PageTypes:
     params: array  # array('q'), int64[len(P_NAMES)]: a buffer for classify_section's const int64_t[::1]
-    pass_always: bool  # NUMBER(PG_hwpoison) exists: the classification pass runs at every level
     buddy_available: bool
     notes: list[str]
 
     def get(self, name: str) -> int:
         return int(self.params[P[name]])
+
+    def describe(self, level: int) -> list[str]:
+        """What -D prints: the values the classifier uses and its rule per kind (filtering.md §5.4)."""
+        g = self.get
+        known = [f"{n}={g(n):#x}" for n in P_NAMES if g(n) != UNKNOWN]
+        out = ["struct page keys  : " + " ".join(known)]
+        cache = f"PG_lru({g('pg_lru')}) or PG_swapcache({g('pg_swapcache')}) with PG_swapbacked, not anon"
+        rules = [
+            (16, "free pages        : (u32)_mapcount == PAGE_BUDDY_MAPCOUNT_VALUE, 2^page.private pages"
+                 + ("" if self.buddy_available else " (not available: keys missing)")),
+            (2, f"non-private cache : {cache}, without PG_private({g('pg_private')})"),
+            (4, f"cache             : {cache}, PG_private or not"),
+            (8, "user data         : page.mapping & 1 and not slab, or a hugetlb folio"),
+        ]
+        out += [text for bit, text in rules if level & bit]
+        if g("pg_hwpoison") != UNKNOWN:
+            out.append(f"hwpoison          : PG_hwpoison({g('pg_hwpoison')}) set, at every level")
+        if g("offline_value") != UNKNOWN:
+            out.append("offline           : (u32)_mapcount == PAGE_OFFLINE_MAPCOUNT_VALUE, at every level")
+        return out + self.notes
 
 
 def derive(vi: VmcoreInfo) -> PageTypes:
@@ -96,4 +115,35 @@ def derive(vi: VmcoreInfo) -> PageTypes:
     setp("free_area_len", length.get("zone.free_area"))
     buddy = "PAGE_BUDDY_MAPCOUNT_VALUE" in n and "page._mapcount" in off and "page.private" in off
     v[P["buddy_available"]] = 1 if buddy else 0
-    return PageTypes(v, "PG_hwpoison" in n, buddy, notes)
+    _check_geometry(v)
+    return PageTypes(v, buddy, notes)
+
+
+#: (parameter, bytes read there, the VMCOREINFO key it comes from) for every field the classifier reads
+_FIELDS = (
+    ("off_flags", 8, "OFFSET(page.flags)"),
+    ("off_mapping", 8, "OFFSET(page.mapping)"),
+    ("off_mapcount", 4, "OFFSET(page._mapcount)"),
+    ("off_private", 8, "OFFSET(page.private)"),
+    ("off_compound_head", 8, "OFFSET(page.compound_head)"),
+    ("order_off", 1, "the folio order offset (OFFSET(folio._folio_order) - SIZE(page))"),
+    ("dtor_off", 1, "the folio dtor offset (OFFSET(folio._folio_dtor) - SIZE(page))"),
+)
+MAX_STRUCT_PAGE = 256  # bytes; 64 on every 64-bit kernel we know, the classifier's buffer limit
+
+
+def _check_geometry(v: array) -> None:
+    """Every field the classifier reads must lie inside one struct page: a VMCOREINFO that says
+    otherwise (corrupt or hostile) is refused here, before any byte is read (filtering.md §5.2)."""
+    sp = v[P["size_page"]]
+    if not 8 <= sp <= MAX_STRUCT_PAGE or sp % 4:
+        raise VmcoreinfoError(f"SIZE(page)={sp} is not a plausible struct page size (8..{MAX_STRUCT_PAGE} bytes)")
+    for name, width, key in _FIELDS:
+        off = v[P[name]]
+        if off == UNKNOWN and name not in ("off_flags", "off_mapping"):
+            continue  # absent: the classifier does without it
+        if not 0 <= off <= sp - width:
+            raise VmcoreinfoError(f"{key}={off} lies outside SIZE(page)={sp}; the VMCOREINFO is corrupt")
+    fal = v[P["free_area_len"]]
+    if fal != UNKNOWN and not 1 <= fal <= 31:
+        raise VmcoreinfoError(f"LENGTH(zone.free_area)={fal} is not plausible (1..31 orders)")

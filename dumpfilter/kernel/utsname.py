@@ -3,34 +3,27 @@ from __future__ import annotations
 
 from ..errors import DumpfilterError
 from ..source.base import DumpSource
-from .arch import x86_64
+from .arch import Arch
+from .arch.machines import uname_of_e_machine
 from .vmcoreinfo import VmcoreInfo
 
 UTSNAME_LEN = 65
 UTSNAME_SIZE = 6 * UTSNAME_LEN
 
-MACHINES = {62: b"x86_64", 183: b"aarch64", 3: b"i686", 40: b"arm", 243: b"riscv64", 22: b"s390x", 21: b"ppc64le"}
-
 
 def placeholder(e_machine: int) -> bytes:
     """A utsname with only ``machine`` set (what QEMU writes when it knows nothing else)."""
-    fields = [b"Linux", b"", b"", b"", MACHINES.get(e_machine, b""), b""]
+    fields = [b"Linux", b"", b"", b"", uname_of_e_machine(e_machine).encode(), b""]
     return b"".join(f.ljust(UTSNAME_LEN, b"\0") for f in fields)
 
 
-def read_utsname(src: DumpSource, vi: VmcoreInfo) -> bytes | None:
+def read_utsname(src: DumpSource, vi: VmcoreInfo, arch: Arch) -> bytes | None:
     """Raw 390 bytes at init_uts_ns + OFFSET(uts_namespace.name); None if it can't be located."""
     addr = vi.symbol.get("init_uts_ns")
     if not addr:
         return None
     off = vi.offset.get("uts_namespace.name", 0)
-    vaddr = addr + off
-    if src.elf_machine == x86_64.EM_X86_64:
-        paddr = x86_64.kernel_text_to_phys(vaddr, x86_64.phys_base(src, vi))
-    elif src.elf_machine == 3 and vaddr >= 0xC0000000:
-        paddr = vaddr - 0xC0000000
-    else:
-        paddr = None
+    paddr = arch.kernel_text_to_phys(addr + off, src, vi)
     if paddr is None or paddr // src.page_size >= src.max_mapnr:
         return None
     try:

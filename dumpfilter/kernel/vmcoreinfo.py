@@ -86,29 +86,29 @@ class VmcoreInfo:
         v = self.get("OSRELEASE")
         return v[:64] if v is not None else None
 
+    def _decimal(self, key: str) -> int | None:
+        """A decimal basic key's value; None if absent; ValueError if it is not a number."""
+        v = self.get(key)
+        return None if v is None else int(v, 10)
+
     @property
     def page_size(self) -> int | None:
-        v = self.get("PAGESIZE")
-        if v is None:
-            return None
         try:
-            ps = int(v, 10)
+            ps = self._decimal("PAGESIZE")
         except ValueError:
-            raise VmcoreinfoError(f"VMCOREINFO: invalid PAGESIZE={v!r}") from None
-        if ps < 1024 or ps & (ps - 1):
-            raise VmcoreinfoError(f"VMCOREINFO: invalid PAGESIZE={v!r}")
+            ps = 0
+        if ps is not None and (ps < 1024 or ps > 65536 or ps & (ps - 1)):
+            raise VmcoreinfoError(f"VMCOREINFO: invalid PAGESIZE={self.get('PAGESIZE')!r}")
         return ps
 
     @property
     def crashtime(self) -> int | None:
-        v = self.get("CRASHTIME")
-        if v is None:
-            return None
+        """Seconds since the epoch; None when absent, zero, or not a time a dump header can hold."""
         try:
-            t = int(v, 10)
+            t = self._decimal("CRASHTIME")
         except ValueError:
             return None
-        return t or None
+        return t if t is not None and 0 < t < 1 << 63 else None
 
     @property
     def kerneloffset(self) -> int | None:
@@ -119,12 +119,6 @@ class VmcoreInfo:
             return int(v, 16)
         except ValueError:
             raise VmcoreinfoError(f"VMCOREINFO: invalid KERNELOFFSET={v!r}") from None
-
-    def need_symbol(self, name: str) -> int:
-        v = self.symbol.get(name)
-        if v is None or v == 0 or v == (1 << 64) - 1:
-            raise VmcoreinfoError(f"VMCOREINFO has no valid SYMBOL({name})")
-        return v
 
     def need(self, table: str, name: str) -> int:
         d = {"SIZE": self.size, "OFFSET": self.offset, "LENGTH": self.length, "NUMBER": self.number}[table]

@@ -74,7 +74,7 @@ def probe(path: str | Path) -> BzImage:
         raise ImageError(f"{p}: cannot read the kernel: {e.strerror or e}") from None
 
     def bad(why: str) -> ImageError:
-        return ImageError(f"{p}: not a bootable x86_64 kernel: {why} (kexec_file_load would fail with ENOEXEC)")
+        return ImageError(f"{p}: not a bootable x86 bzImage kernel: {why} (kexec_file_load would fail with ENOEXEC)")
 
     if size < 2 * 512 or len(head) < HEADER_END:
         raise bad("file too short to be a bzImage")

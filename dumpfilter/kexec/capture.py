@@ -232,6 +232,10 @@ def exec_argv(argv: list[str]) -> list[str]:
 def _child_env() -> dict[str, str]:
     """The environment for ``python -m dumpfilter``: this package importable even if not installed."""
     env = dict(os.environ)
+    # a dump made at capture time must open in crash and drgn: pages they need come back even when the
+    # dump level excluded them (pydumpfile --keep-debuggable; --no-keep-debuggable in the collector line
+    # turns it off)
+    env.setdefault("PYDUMPFILE_KEEP_DEBUGGABLE", "1")
     pkg_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

@@ -12,8 +12,8 @@ Documentation/admin-guide/kdump/kdump.rst + kernel-parameters.txt for the docume
   than the rounded RAM; ranges after the match are not even parsed.
 * ``crashkernel=size,high`` [+ ``crashkernel=size,low``] [+ ``crashkernel=size,cma``]: only when no
   plain ``crashkernel=`` is present (a plain one makes the kernel ignore ``,high``/``,low``); a
-  missing ``,low`` means the arch default low size (x86_64: ``max(swiotlb + 8 MiB, 256 MiB)``;
-  arm64/riscv/loongarch: 128 MiB); ``0,low`` disables it. ``,cma`` is Linux 6.17+.
+  missing ``,low`` means the arch default low size (x86: ``max(swiotlb + 8 MiB, 256 MiB)``;
+  arm64/riscv/loongarch: 128 MiB; kernel/arch/machines.py); ``0,low`` disables it. ``,cma`` is Linux 6.17+.
 * The last ``crashkernel=`` of each kind on the command line wins.
 * Numbers are ``simple_strtoull(…, 0)`` (``0x`` hex, leading ``0`` octal) with an optional
   K/M/G/T/P/E suffix (either case).
@@ -31,28 +31,27 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import DumpfilterError
+from ..kernel.arch.machines import Machine, host, machine
+from ..sizes import ULLONG_MAX as _ULLONG_MAX, SizeError, format_size
+from ..sizes import char_at as _ch, strtoull as _strtoull, memparse_at as _memparse_at, parse_size as _parse_size
 
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
-_ULLONG_MAX = (1 << 64) - 1
 _SZ_128M = 128 * MiB
 _SZ_4G = 4 * GiB
 
-#: Arches built with CONFIG_ARCH_HAS_GENERIC_CRASHKERNEL_RESERVATION: they accept ,high/,low
-#: (and, since 6.17, ,cma) and fall back above 4 GiB for a plain crashkernel=X.
-GENERIC_ARCHES = frozenset({"x86_64", "aarch64", "riscv64", "loongarch64"})
-#: Alignment of the reservation (CRASH_ALIGN): 16 MiB on x86, 2 MiB in the generic header.
-CRASH_ALIGN = {"x86_64": 16 * MiB}
-_DEFAULT_CRASH_ALIGN = 2 * MiB
-#: swiotlb default (IO_TLB_DEFAULT_SIZE) and its slab geometry, for the x86_64 default low size.
+#: swiotlb default (IO_TLB_DEFAULT_SIZE) and its slab geometry, for x86's default low size.
 _SWIOTLB_DEFAULT = 64 * MiB
 _IO_TLB_SHIFT = 11
 _IO_TLB_SEGSIZE = 128
 
 _NAME = "crashkernel="
 _SUFFIXES = (",high", ",low", ",cma")
-_SHIFT = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+def _machine(arch: str | None) -> Machine:
+    return host() if arch is None else machine(arch)
 
 
 class CrashkernelError(DumpfilterError):
@@ -60,38 +59,12 @@ class CrashkernelError(DumpfilterError):
 
 
 # ---------------------------------------------------------------------------------------------
-# numbers: lib/cmdline.c memparse() on top of simple_strtoull(ptr, &end, 0)
-
-
-def _ch(s: str, i: int) -> str:
-    """s[i], or NUL past the end (the C code walks a NUL-terminated string)."""
-    return s[i] if i < len(s) else "\0"
-
-
-def _strtoull(s: str, i: int) -> tuple[int, int]:
-    base = 10
-    if _ch(s, i) == "0":
-        if _ch(s, i + 1) in "xX" and _ch(s, i + 2) in "0123456789abcdefABCDEF":
-            base, i = 16, i + 2
-        else:
-            base = 8
-    value, j = 0, i
-    while j < len(s):
-        digit = "0123456789abcdef".find(s[j].lower())
-        if digit < 0 or digit >= base:
-            break
-        value = value * base + digit
-        j += 1
-    return value, j
+# numbers: lib/cmdline.c memparse(), shared with the rest of the package (dumpfilter/sizes.py)
 
 
 def memparse_at(s: str, i: int) -> tuple[int, int]:
     """``memparse(s + i, &end)``: the value and the index just past it (== i: nothing read)."""
-    value, j = _strtoull(s, i)
-    shift = _SHIFT.get(_ch(s, j).lower())
-    if shift is not None:
-        value <<= shift
-        j += 1
+    value, j = _memparse_at(s, i)
     if value > _ULLONG_MAX:
         raise CrashkernelError(f"crashkernel: {s[i:j]!r} does not fit in 64 bits")
     return value, j
@@ -99,19 +72,10 @@ def memparse_at(s: str, i: int) -> tuple[int, int]:
 
 def parse_size(text: str) -> int:
     """A whole string like ``4G``, ``512M``, ``0x1000`` or ``1073741824`` (user input, strict)."""
-    t = text.strip()
-    value, end = memparse_at(t, 0) if t else (0, 0)
-    if not t or end != len(t) or not t[0].isdigit():
-        raise CrashkernelError(f"{text!r} is not a size (a number with an optional K/M/G/T/P/E suffix)")
-    return value
-
-
-def format_size(n: int) -> str:
-    """The largest K/M/G/T unit that divides ``n`` exactly: 64M, 1536M, 2G, 4096 bytes → 4K."""
-    for suffix, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if n and n % (1 << shift) == 0:
-            return f"{n >> shift}{suffix}"
-    return str(n)
+    try:
+        return _parse_size(text)
+    except SizeError as e:
+        raise CrashkernelError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,17 +203,19 @@ def _parse_one(cmdline: str, system_ram: int, suffix: str | None, notes: list[st
 # ---------------------------------------------------------------------------------------------
 
 
-def default_low_size(arch: str = "x86_64", cmdline: str = "") -> int:
-    """DEFAULT_CRASH_KERNEL_LOW_SIZE: x86_64 max(swiotlb + 8M, 256M) (swiotlb=N slabs of 2 KiB
-    from the command line, else 64M); other generic arches 128M; 0 where ,low does not exist."""
-    if arch == "x86_64":
+def default_low_size(arch: str | None = None, cmdline: str = "") -> int:
+    """DEFAULT_CRASH_KERNEL_LOW_SIZE of ``arch`` (``uname -m``; default: this machine): on x86
+    max(swiotlb + 8M, 256M) (swiotlb=N slabs of 2 KiB from the command line, else 64M); other
+    generic arches 128M; 0 where ,low does not exist."""
+    rule = _machine(arch).low_default
+    if rule == "swiotlb":
         swiotlb = _SWIOTLB_DEFAULT
         for m in re.finditer(r"(?:^|\s)swiotlb=(\d\S*)", cmdline):
             slabs, _ = _strtoull(m.group(1), 0)
             slabs = -(-slabs // _IO_TLB_SEGSIZE) * _IO_TLB_SEGSIZE
             swiotlb = slabs << _IO_TLB_SHIFT
         return max(swiotlb + 8 * MiB, 256 * MiB)
-    return 128 * MiB if arch in GENERIC_ARCHES else 0
+    return int(rule)
 
 
 @dataclass(frozen=True)
@@ -262,7 +228,7 @@ class Reservation:
     low_size: int = 0  # the block below 4 GiB that goes with ,high
     cma_size: int = 0  # crashkernel=X,cma (Linux 6.17+)
     fallback_low_size: int = 0  # plain auto-placed X that only fits above 4 GiB also gets this low block
-    arch: str = "x86_64"
+    arch: str = ""  # uname -m of the machine whose rules were applied
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -273,15 +239,17 @@ class Reservation:
     def describe(self) -> list[str]:
         if not self.size:
             return ["nothing is reserved"]
+        lim = machine(self.arch).crash_low_limit if self.arch else "4G"  # CRASH_ADDR_LOW_MAX
         if self.offset:
             lines = [f"{format_size(self.size)} at the fixed physical address {self.offset:#x}"]
         elif self.high:
-            low = f"plus {format_size(self.low_size)} below 4G" if self.low_size else "and no block below 4G (0,low)"
-            lines = [f"{format_size(self.size)} anywhere, above 4G first, {low}"]
+            low = (f"plus {format_size(self.low_size)} below {lim}" if self.low_size
+                   else f"and no block below {lim} (0,low)")
+            lines = [f"{format_size(self.size)} anywhere, above {lim} first, {low}"]
         elif self.fallback_low_size:
             lines = [
-                f"{format_size(self.size)} below 4G if it fits there, otherwise above 4G "
-                f"plus {format_size(self.fallback_low_size)} below 4G"
+                f"{format_size(self.size)} below {lim} if it fits there, otherwise above {lim} "
+                f"plus {format_size(self.fallback_low_size)} below {lim}"
             ]
         else:
             lines = [f"{format_size(self.size)}, placed by the kernel"]
@@ -290,11 +258,14 @@ class Reservation:
         return lines
 
 
-def parse_cmdline(cmdline: str, ram_bytes: int, *, arch: str = "x86_64") -> Reservation:
-    """parse_crashkernel() on a whole kernel command line, for a machine with ``ram_bytes`` of RAM."""
+def parse_cmdline(cmdline: str, ram_bytes: int, *, arch: str | None = None) -> Reservation:
+    """parse_crashkernel() on a whole kernel command line, for a machine with ``ram_bytes`` of RAM
+    and the rules of ``arch`` (``uname -m``; default: this machine)."""
     if ram_bytes <= 0:
         raise CrashkernelError(f"the system RAM size must be positive, not {ram_bytes}")
-    generic = arch in GENERIC_ARCHES
+    mach = _machine(arch)
+    arch = mach.uname
+    generic = mach.generic_crashkernel
     notes: list[str] = []
     high, low, cma, fallback_low = False, 0, 0, 0
     plain = _parse_one(cmdline, ram_bytes, None, notes)
@@ -327,6 +298,8 @@ def parse_cmdline(cmdline: str, ram_bytes: int, *, arch: str = "x86_64") -> Rese
             cma = got[0] if got else 0
         except CrashkernelError as e:
             notes.append(f"the kernel ignores the bad crashkernel=…,cma: {e}")
+    if mach.crash_note:
+        notes.append(mach.crash_note)
     if size == 0:
         return Reservation(size=0, arch=arch, notes=tuple(notes))
     if size >= ram_bytes:
@@ -334,7 +307,7 @@ def parse_cmdline(cmdline: str, ram_bytes: int, *, arch: str = "x86_64") -> Rese
             f"crashkernel asks for {format_size(size)} but the system has only {format_size(ram_bytes)} "
             "of RAM; nothing is reserved"
         )
-    align = CRASH_ALIGN.get(arch, _DEFAULT_CRASH_ALIGN)
+    align = mach.crash_align
     if base % align:
         notes.append(
             f"offset {base:#x} is not {format_size(align)}-aligned: the kernel's reservation will fail"
@@ -351,7 +324,7 @@ def parse_cmdline(cmdline: str, ram_bytes: int, *, arch: str = "x86_64") -> Rese
     )
 
 
-def reservation(spec: str, ram_bytes: int, *, arch: str = "x86_64") -> Reservation:
+def reservation(spec: str, ram_bytes: int, *, arch: str | None = None) -> Reservation:
     """``spec`` is a crashkernel= value (``512M-2G:64M,2G-:128M``, ``256M@16M``, ``1G,high``) or a
     command line holding one or more ``crashkernel=`` words (needed for ``,high`` + ``,low``)."""
     spec = spec.strip()
@@ -378,7 +351,7 @@ def reservation(spec: str, ram_bytes: int, *, arch: str = "x86_64") -> Reservati
 # initramfs sizes below stay kdumpctl's conservative allowances for a dracut-built initramfs, which is
 # far larger than the measured one; give --kernel/--initrd to use the real files.
 
-#: In-memory kernel size (bzImage init_size) when no kernel is given: distro x86_64 kernels ~40-70 MiB.
+#: In-memory kernel size (bzImage init_size) when no kernel is given: distribution x86 kernels ~40-70 MiB.
 DEFAULT_KERNEL_SIZE = 64 * MiB
 #: Modules loaded in the capture kernel (storage, network, filesystem).
 DEFAULT_MODULES_SIZE = 16 * MiB
@@ -401,15 +374,6 @@ COLLECTOR_BASE = {
 #: build them one cycle (at most 4 MiB each) at a time, so this is a margin that grows with the machine.
 _BITMAP_DIVISOR = 16384
 _ROUND = 16 * MiB
-
-#: Fedora/RHEL defaults (kdump-utils kdump-lib.sh kdump_get_arch_recommend_crashkernel).
-DISTRO_DEFAULTS = {
-    "x86_64": "2G-64G:256M,64G-:512M",
-    "s390x": "2G-64G:256M,64G-:512M",
-    "aarch64": "2G-4G:256M,4G-64G:320M,64G-:576M",
-    "ppc64le": "2G-4G:384M,4G-16G:512M,16G-64G:1G,64G-128G:2G,128G-:4G",
-}
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -434,7 +398,7 @@ def estimate_breakdown(
     initrd_size: int | None = None,
     modules_size: int | None = None,
     luks_bytes: int = 0,
-    arch: str = "x86_64",
+    arch: str | None = None,
 ) -> Estimate:
     if ram_bytes <= 0:
         raise CrashkernelError(f"the system RAM size must be positive, not {ram_bytes}")
@@ -447,7 +411,7 @@ def estimate_breakdown(
         initrd_size = DEFAULT_INITRD_SIZE + (PYTHON_INITRD_EXTRA if name == "pydumpfile" else 0)
     working = COLLECTOR_BASE[name] + ram_bytes // _BITMAP_DIVISOR
     estimated = kernel + modules + 3 * initrd_size + RUNTIME_SIZE + working + luks_bytes
-    default = DISTRO_DEFAULTS.get(arch)
+    default = _machine(arch).distro_crashkernel  # Fedora/RHEL: kdump_get_arch_recommend_crashkernel
     baseline = 0
     if default:
         try:

@@ -25,21 +25,13 @@ from pathlib import Path
 from ..errors import DumpfilterError
 from . import sysroot
 from .bzimage import BzImage, probe
-from .crashkernel import format_size
+from ..kernel.arch.machines import host
+from ..kernel.arch.machines import machine as machine_facts
+from ..sizes import format_size
 
 PROG = "pykexec"
 ALLOW_ENV = "PYKEXEC_ALLOW_REAL"
 
-#: kexec_file_load syscall numbers (kernel syscall tables; 32-bit arm has none).
-SYS_KEXEC_FILE_LOAD = {
-    "x86_64": 320,
-    "aarch64": 294,
-    "riscv64": 294,
-    "loongarch64": 294,
-    "ppc64le": 382,
-    "ppc64": 382,
-    "s390x": 381,
-}
 KEXEC_FILE_UNLOAD = 0x1
 KEXEC_FILE_ON_CRASH = 0x2
 KEXEC_FILE_NO_INITRAMFS = 0x4
@@ -49,9 +41,9 @@ _FLAG_NAMES = (
     (KEXEC_FILE_NO_INITRAMFS, "KEXEC_FILE_NO_INITRAMFS"),
 )
 
-#: Appended to a capture kernel's command line unless the parameter is already there
-#: (kdump-utils' x86_64 KDUMP_COMMANDLINE_APPEND starts with these three).
-CAPTURE_ARGS = ("irqpoll", "nr_cpus=1", "reset_devices")
+#: Appended to a capture kernel's command line unless the parameter is already there (kdump-utils'
+#: KDUMP_COMMANDLINE_APPEND starts with these three); per machine in kernel/arch/machines.py.
+CAPTURE_ARGS = host().capture_add
 
 Syscall = Callable[..., tuple[int, int]]
 
@@ -276,7 +268,7 @@ def execute(plan: Plan, *, syscall: Syscall | None = None, machine: str | None =
         require_real_allowed()
         syscall = _libc_syscall
     machine = machine or platform.machine()
-    nr = SYS_KEXEC_FILE_LOAD.get(machine)
+    nr = machine_facts(machine).kexec_file_load
     if nr is None:
         raise KexecError(f"kexec_file_load is not available on {machine}")
     fds: list[int] = []
@@ -351,6 +343,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-S", "--status", action="store_true",
                    help="print /sys/kernel/kexec_loaded, kexec_crash_loaded and kexec_crash_size")
     p.add_argument("--dry-run", action="store_true", help="check the files and print the syscall, change nothing")
+    p.add_argument("--arch", help="with --dry-run: plan for this machine (uname -m), e.g. aarch64")
     return p
 
 
@@ -361,6 +354,10 @@ def run(argv: list[str]) -> int:
         print("\n".join(lines))
         return 0 if crash_loaded else 1
     crash = args.load_panic is not None
+    if machine_facts(args.arch or platform.machine()).kernel_format == "Image":
+        from .kexec_load import run_image  # Image kernels; kexec_load where there is no kexec_file_load
+
+        return run_image(args, machine_facts(args.arch or platform.machine()))
     if args.unload:
         plan = plan_unload(crash=crash)
     else:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 
 from ..errors import DumpfilterError
 from . import sysroot
 from .bzimage import probe
-from .crashkernel import MiB, estimate_breakdown, format_size, parse_size, reservation
+from ..kernel.arch.machines import host
+from ..sizes import format_size
+from .crashkernel import MiB, estimate_breakdown, parse_size, reservation
 from .capture import SSH_RECEIVERS, CaptureOptions, capture, save_raw
 from .kdumpconf import DEFAULT_PATH, KdumpConfError, parse_file
 
@@ -153,7 +154,7 @@ def cmd_save_raw(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="kdump helpers for pydumpfile.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    arch = platform.machine() or "x86_64"
+    arch = host().uname
 
     c = sub.add_parser("crashkernel", help="show what the kernel reserves for a crashkernel= value")
     c.add_argument("--ram", metavar="SIZE", help="system RAM (default: read from /proc or /sys)")

@@ -8,6 +8,10 @@ from ..layouts import DISKDUMP_SIGNATURE, FLAT_SIGNATURE, KDUMP_SIGNATURE
 from .base import DumpSource, FileView, Note, parse_notes
 from .elf import ElfSource
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .base import ByteView
+
 __all__ = ["DumpSource", "ElfSource", "KdumpSource", "Note", "open_source", "parse_notes"]
 
 
@@ -20,38 +24,44 @@ def __getattr__(name: str) -> type:
     raise AttributeError(name)
 
 
+def _signature(view: ByteView) -> bytes:
+    """The first 16 bytes of an input (closed again if they can't be read)."""
+    try:
+        return view.pread(0, min(16, view.size), "signature")
+    except BaseException:
+        view.close()
+        raise
+
+
+def _dump_in(path: str, view: ByteView, head: bytes) -> DumpSource | None:
+    """The ELF or kdump-compressed dump that ``view`` holds, by its signature ``head``; else None."""
+    if head[:4] == b"\x7fELF":
+        return ElfSource(path, view)
+    if head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE):
+        from .kdump import KdumpSource  # needs numpy: imported only when such an input is opened
+
+        return KdumpSource(path, view)
+    return None
+
+
 def open_source(path: str | os.PathLike[str]) -> DumpSource:
     """Detect the format of ``path`` and open it."""
     p = os.fspath(path)
     if os.path.isdir(p):
         raise InputError(f"{p}: is a directory, not a vmcore")
     fv = FileView(p)
-    try:
-        head = fv.pread(0, min(16, fv.size), "signature")
-    except BaseException:
-        fv.close()
-        raise
-    if head[:4] == b"\x7fELF":
-        return ElfSource(p, fv)
-    if head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE):
-        from .kdump import KdumpSource
-
-        return KdumpSource(p, fv)
+    head = _signature(fv)
+    found = _dump_in(p, fv, head)
+    if found is not None:
+        return found
     if head[:12] == FLAT_SIGNATURE:
         from .flat import FlatView
-        from .kdump import KdumpSource
 
         fv.close()
         view = FlatView(p)
-        try:
-            inner = view.pread(0, min(16, view.size), "signature")
-        except BaseException:
-            view.close()
-            raise
-        if inner[:4] == b"\x7fELF":
-            return ElfSource(p, view)  # type: ignore[arg-type]
-        if inner[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE):
-            return KdumpSource(p, view)  # type: ignore[arg-type]
+        found = _dump_in(p, view, _signature(view))
+        if found is not None:
+            return found
         view.close()
         raise InputError(f"{p}: flattened file does not hold an ELF or kdump-compressed dump")
     fv.close()

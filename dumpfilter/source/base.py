@@ -7,6 +7,7 @@ from __future__ import annotations
 import mmap
 import os
 import resource
+import stat
 import struct
 from abc import ABC, abstractmethod
 
@@ -14,6 +15,30 @@ from abc import ABC, abstractmethod
 from ..record import dataclass, field
 from ..bitmap import Bitmap
 from ..errors import InputError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from .._speedups.window import WindowBuffers
+    from .elf import Segment
+
+    class WindowReader(Protocol):
+        """Points a window's buffers at the pages of the set bits of ``bitmap`` in [wstart, wend)
+        (bit i is pfn base + i); raises OSError when they can't be read."""
+
+        def read_window(self, bitmap: bytearray, wstart: int, wend: int, base: int, wb: WindowBuffers) -> None: ...
+
+    class ByteView(Protocol):
+        """Random access to the bytes of an input: a FileView, or a FlatView of a flattened file."""
+
+        path: str
+        size: int
+        fd: int
+        mm: mmap.mmap | None
+
+        def pread(self, offset: int, size: int, what: str = "data") -> bytes: ...
+        def close(self) -> None: ...
 
 NT_PRSTATUS = 1
 _NHDR = struct.Struct("<III")
@@ -93,8 +118,13 @@ class DumpSource(ABC):
     notes: list[Note]
     big_endian: bool = False
     elf_class: int = 64
-    elf_machine: int = 62
+    elf_machine: int = 0  # ELF e_machine of the dumped machine; every source sets it
     info: SourceInfo
+    #: the PT_LOAD segments of an ELF input (empty for dump files): the kernel-text alias and the
+    #: direct-map offset can be read off them
+    load_segments: list[Segment] = []
+    #: ``phys_view`` can hand out views of the input without a copy (a plain, mapped ELF file)
+    can_view: bool = False
 
     # --- notes -----------------------------------------------------------------------------
     @property
@@ -130,6 +160,13 @@ class DumpSource(ABC):
     def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         """Fill ``out`` with ``count`` pages starting at ``pfn``."""
 
+    def window_reader(self, use_mmap: bool = True) -> WindowReader:
+        """What the compression stage reads windows of pages with (``_speedups/reader.pyx``): here one
+        ``read_pages`` call per run of pages; a plain ELF file is read in C instead."""
+        from .._speedups.reader import RunReader
+
+        return RunReader(self.read_pages)
+
     def read_page(self, pfn: int) -> bytes:
         buf = bytearray(self.page_size)
         self.read_pages(pfn, 1, buf)
@@ -145,6 +182,14 @@ class DumpSource(ABC):
         off = paddr - first * ps
         return bytes(buf[off : off + size])
 
+    def phys_view(self, paddr: int, size: int) -> memoryview | None:
+        """A read-only view of physical memory [paddr, paddr+size) without a copy, or None."""
+        return None
+
+    def release_view(self, view: memoryview, paddr: int) -> None:
+        """Give back a ``phys_view``."""
+        view.release()
+
     def close(self) -> None:  # pragma: no cover - trivial
         pass
 
@@ -155,15 +200,33 @@ class DumpSource(ABC):
         self.close()
 
 
+def open_input(path: str) -> int:
+    """A read-only descriptor of an input file; InputError in one line if it can't be opened, or if it
+    is not something that can be read at random offsets (a FIFO would hang open(), a terminal or a
+    socket can't be mapped or seeked): a regular file, /proc/vmcore or a block device."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InputError(f"Can't open the input file {path}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path}: is a directory, not a vmcore")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else \
+            "a character device"
+        raise InputError(f"{path}: is {what}; the input must be a file that can be read at any offset "
+                         "(for a stream, save it to a file first; a flattened stream goes to -R)")
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise InputError(f"Can't open the input file {path}: {e.strerror}") from None
+
+
 class FileView:
     """Random access to a file: mmap when possible, with bounds checks that raise InputError."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise InputError(f"Can't open the input file {path}: {e.strerror}") from None
+        self.fd = open_input(path)
         st = os.fstat(self.fd)
         self.size = st.st_size
         self.mm: mmap.mmap | None = None

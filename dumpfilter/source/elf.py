@@ -8,26 +8,18 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
-import struct
 
 
 from ..record import dataclass
 from ..bitmap import Bitmap
 from ..errors import InputError
+from ..layouts import ELF_IDENT_SIZE, ET_CORE, PN_XNUM, PT_LOAD, PT_NOTE, ElfStructs
 from .base import DumpSource, FileView, SourceInfo, host_page_size, parse_notes
 
-PT_LOAD = 1
-PT_NOTE = 4
-PN_XNUM = 0xFFFF
-ET_CORE = 4
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .base import ByteView, WindowReader
 
-# ELF header field layouts after e_ident (16 bytes)
-_EHDR64 = "HHIQQQIHHHHHH"  # type machine version entry phoff shoff flags ehsize phentsize phnum shentsize shnum shstrndx
-_EHDR32 = "HHIIIIIHHHHHH"
-_PHDR64 = "IIQQQQQQ"  # type flags offset vaddr paddr filesz memsz align
-_PHDR32 = "IIIIIIII"  # type offset vaddr paddr filesz memsz flags align
-_SHDR64 = "IIQQQQIIQQ"  # name type flags addr offset size link info addralign entsize
-_SHDR32 = "IIIIIIIIII"
 
 
 @dataclass(frozen=True)
@@ -62,11 +54,11 @@ class ElfLayout:
         return self.ehdr[6]
 
 
-def parse_elf_headers(fv: FileView) -> ElfLayout:
+def parse_elf_headers(fv: ByteView) -> ElfLayout:
     """Parse and validate ELF and program headers; InputError on anything inconsistent."""
     if fv.size < 16:
         raise InputError(f"{fv.path}: not a vmcore: file too small to hold an ELF header")
-    ident = fv.pread(0, 16, "ELF identification")
+    ident = fv.pread(0, ELF_IDENT_SIZE, "ELF identification")
     if ident[:4] != b"\x7fELF":
         raise InputError(f"{fv.path}: not a vmcore (no ELF or KDUMP signature)")
     cls = ident[4]
@@ -75,17 +67,16 @@ def parse_elf_headers(fv: FileView) -> ElfLayout:
     if ident[5] not in (1, 2):
         raise InputError(f"{fv.path}: unsupported ELF data encoding {ident[5]}")
     be = ident[5] == 2
-    end = ">" if be else "<"
-    ehfmt = struct.Struct(end + (_EHDR64 if cls == 2 else _EHDR32))
-    phfmt = struct.Struct(end + (_PHDR64 if cls == 2 else _PHDR32))
-    ehdr = ehfmt.unpack(fv.pread(16, ehfmt.size, "ELF header"))
+    es = ElfStructs(64 if cls == 2 else 32, be)
+    phfmt = es.phdr
+    ehdr = es.ehdr.unpack(fv.pread(ELF_IDENT_SIZE, es.ehdr.size, "ELF header"))
     e_type, _machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, _shes, shnum, _shstr = ehdr
     if e_type != ET_CORE:
         raise InputError(f"{fv.path}: ELF file is not a core file (e_type {e_type})")
     if phentsize != phfmt.size:
         raise InputError(f"{fv.path}: bad ELF program header size {phentsize} (expected {phfmt.size})")
     if phnum == PN_XNUM:
-        shfmt = struct.Struct(end + (_SHDR64 if cls == 2 else _SHDR32))
+        shfmt = es.shdr
         if shoff == 0 or shnum == 0:
             raise InputError(f"{fv.path}: e_phnum is PN_XNUM but there is no section header 0")
         sh = shfmt.unpack(fv.pread(shoff, shfmt.size, "section header 0 (extended program header count)"))
@@ -96,11 +87,7 @@ def parse_elf_headers(fv: FileView) -> ElfLayout:
     segments: list[Segment] = []
     note: Segment | None = None
     for i in range(phnum):
-        f = phfmt.unpack_from(raw, i * phfmt.size)
-        if cls == 2:
-            seg = Segment(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7])
-        else:
-            seg = Segment(f[0], f[6], f[1], f[2], f[3], f[4], f[5], f[7])
+        seg = Segment(*es.unpack_phdr(raw, i * phfmt.size))
         if seg.type == PT_NOTE:
             note = seg  # the last PT_NOTE wins, as in makedumpfile
         elif seg.type == PT_LOAD:
@@ -130,9 +117,9 @@ class ElfSource(DumpSource):
 
     format = "elf"
 
-    def __init__(self, path: str, fv: FileView | None = None, page_size: int | None = None) -> None:
+    def __init__(self, path: str, fv: ByteView | None = None, page_size: int | None = None) -> None:
         self.path = path
-        self.fv = fv or FileView(path)
+        self.fv: ByteView = fv or FileView(path)
         try:
             self.layout = parse_elf_headers(self.fv)
             self.elf_class = 64 if self.layout.elf_class == 2 else 32
@@ -145,6 +132,7 @@ class ElfSource(DumpSource):
                 self.note_blob = b""
             self.notes = parse_notes(self.note_blob, self.big_endian)
             self.loads = [s for s in self.layout.segments if s.type == PT_LOAD]
+            self.load_segments = self.loads
             if not self.loads:
                 raise InputError(f"{path}: the vmcore has no PT_LOAD segments")
             self.page_size = page_size or self._page_size_from_notes() or host_page_size()
@@ -154,6 +142,7 @@ class ElfSource(DumpSource):
             if self.max_mapnr > 1 << 40:
                 raise InputError(f"{path}: PT_LOAD addresses up to {max_paddr:#x} are not plausible physical memory")
             self._build_read_index()
+            self.can_view = self.fv.mm is not None and type(self.fv) is FileView
         except BaseException:
             self.fv.close()
             raise
@@ -215,19 +204,26 @@ class ElfSource(DumpSource):
         return bm
 
     # --- pages ---------------------------------------------------------------------------------
-    def direct_ranges(self) -> tuple[int, list[tuple[int, int, int]]] | None:
-        """(fd, [(phys_start, phys_end, file_offset)]) for readers in C, when the file is a plain file
-        (not a flattened one seen through a FlatView)."""
+    def window_reader(self, use_mmap: bool = True) -> WindowReader:
+        """A plain file is read in C (mapped, or with pread when ``use_mmap`` is off or the file can't
+        be mapped); a flattened one, seen through a FlatView, through ``read_pages``."""
         if type(self.fv) is not FileView or self.fv.fd < 0:
-            return None
-        return self.fv.fd, list(self._ranges)
+            return super().window_reader(use_mmap)
+        from .._speedups.reader import DirectReader
+
+        return DirectReader(self.fv.fd, self.read_index, use_mmap)
+
+    @property
+    def read_index(self) -> list[tuple[int, int, int]]:
+        """Disjoint, sorted (phys_start, phys_end, file_offset) byte ranges backed by file data."""
+        return list(self._ranges)
 
     def phys_view(self, paddr: int, size: int) -> memoryview | None:
         """A read-only view of physical memory [paddr, paddr+size) in the file's mapping, without a
         copy, when one PT_LOAD's file data holds all of it; None otherwise. Give it back with
         ``release_view`` so that its pages leave our RSS."""
         mm = self.fv.mm
-        if mm is None or type(self.fv) is not FileView:
+        if mm is None or not self.can_view:
             return None
         i = bisect.bisect_right(self._starts, paddr) - 1
         if i < 0:

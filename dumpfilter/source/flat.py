@@ -7,6 +7,7 @@ flattened dump can be opened like the file it stands for. ``rearrange`` turns a 
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 
 TYPE_CHECKING = False  # typing is not imported at run time
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
 from ..errors import InputError
+from .base import open_input
 from ..layouts import FLAT_HEADER, FLAT_HEADER_SIZE, FLAT_RECORD, FLAT_SIGNATURE, FLAT_TYPE
 
 MAX_OFFSET = 1 << 47  # no real dump file is 128 TiB; larger offsets mean a corrupt stream
@@ -47,14 +49,11 @@ def check_record(offset: int, size: int, where: str, pos: int) -> bool:
 class FlatView:
     """Random access over a flattened file, as if it had been rearranged."""
 
-    mm = None
+    mm: mmap.mmap | None = None  # never mapped: records are scattered in the stream
 
     def __init__(self, path: str) -> None:
         self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise InputError(f"Can't open the input file {path}: {e.strerror}") from None
+        self.fd = open_input(path)
         try:
             self._index()
         except BaseException:

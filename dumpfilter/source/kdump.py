@@ -4,9 +4,12 @@ Layout: formats-cli.md §1.1 (header block, sub header + notes, two bitmaps, pag
 """
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
-from ..bitmap import Bitmap, popcount_words
+from .._speedups.bits import count as count_bits
+from ..bitmap import Bitmap
 from ..errors import InputError
 from ..layouts import (
     DESC_DTYPE,
@@ -18,7 +21,15 @@ from ..layouts import (
     DiskDumpHeader,
     KdumpSubHeader,
 )
+from ..kernel.arch.machines import e_machine_of_uname, machine_of_notes
 from .base import DumpSource, FileView, SourceInfo, parse_notes
+
+RANK_BLOCK = 1 << 21  # pfns per entry of the descriptor rank index (a 256 KiB slice of the 2nd bitmap)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .._speedups.window import WindowBuffers
+    from .base import ByteView, WindowReader
 
 
 class KdumpSource(DumpSource):
@@ -26,9 +37,9 @@ class KdumpSource(DumpSource):
 
     format = "kdump"
 
-    def __init__(self, path: str, fv: FileView | None = None) -> None:
+    def __init__(self, path: str, fv: ByteView | None = None) -> None:
         self.path = path
-        self.fv = fv or FileView(path)
+        self.fv: ByteView = fv or FileView(path)
         try:
             self._parse()
         except BaseException:
@@ -67,24 +78,22 @@ class KdumpSource(DumpSource):
         else:
             self.note_blob = b""
             self.notes = []
-        bm_off = (1 + h.sub_hdr_size) * bs
-        self._bitmap1 = Bitmap.from_bytes(max_mapnr, fv.pread(bm_off, bitmap_bytes, "1st bitmap"))
-        self._bitmap2 = Bitmap.from_bytes(max_mapnr, fv.pread(bm_off + bitmap_bytes, bitmap_bytes, "2nd bitmap"))
+        # the bitmaps stay in the file: slices are read per cycle, so memory follows the cycle, not
+        # what max_mapnr claims (formats-cli.md §1.5)
+        self._bm1_off = (1 + h.sub_hdr_size) * bs
+        self._bm2_off = self._bm1_off + bitmap_bytes
+        if self._bm2_off + bitmap_bytes > fv.size:
+            raise InputError(f"{path}: the bitmaps ({2 * bitmap_bytes} bytes for max_mapnr {max_mapnr}) lie past "
+                             f"the end of the file ({fv.size} bytes); the file is truncated or its header corrupt")
         self.pd_off = (1 + h.sub_hdr_size + h.bitmap_blocks) * bs
-        self.num_dumpable = self._bitmap2.count()
+        self._rank = self._rank_index()
+        self.num_dumpable = self._rank[-1]
         if self.pd_off + PAGE_DESC.size * self.num_dumpable > fv.size:
             raise InputError(
                 f"{path}: page descriptors for {self.num_dumpable} pages lie past the end of the file; truncated"
             )
         self._check_descriptors()
-        # cumulative popcount per 64-pfn word: descriptor index of pfn = rank of its bit
-        b = np.frombuffer(self._bitmap2.bits, dtype=np.uint8)
-        nwords = (b.size + 7) // 8
-        padded = np.zeros(nwords * 8, dtype=np.uint8)
-        padded[: b.size] = b
-        words = padded.view("<u8")
-        self._rank = np.concatenate(([0], np.cumsum(popcount_words(words), dtype=np.int64)))
-        self._words = words
+        self._block: tuple[int, Bitmap] | None = None  # the 2nd bitmap of the last RANK_BLOCK read
         erase = b""
         if h.header_version >= 5 and sub.offset_eraseinfo and sub.size_eraseinfo:
             erase = fv.pread(sub.offset_eraseinfo, sub.size_eraseinfo, "eraseinfo")
@@ -96,10 +105,30 @@ class KdumpSource(DumpSource):
             utsname=h.utsname,
             eraseinfo=erase,
         )
+        self.elf_machine = e_machine_of_uname(h.utsname[4 * 65 : 5 * 65].split(b"\0", 1)[0]) or machine_of_notes(self.notes)
         self.split = bool(sub.split)
         if self.split:
             raise InputError(f"{path}: a --split part cannot be read alone; reassemble the set first")
         self.incomplete = bool(h.status & 0x8)
+
+    def _bitmap_slice(self, off: int, start: int, end: int, what: str) -> Bitmap:
+        end = min(end, self.max_mapnr)
+        if start & 7:
+            raise ValueError("bitmap slices start at a multiple of 8 pfns")
+        n = max(0, end - start)
+        return Bitmap.from_bytes(n, self.fv.pread(off + start // 8, (n + 7) // 8, what))
+
+    def _rank_index(self) -> array:
+        """Set bits of the 2nd bitmap before each RANK_BLOCK of pfns (and in all, last): the
+        descriptor index of a pfn is its block's entry plus the set bits before it in the block."""
+        rank = array("q", [0])
+        total = 0
+        for start in range(0, self.max_mapnr, RANK_BLOCK):
+            n = min(RANK_BLOCK, self.max_mapnr - start)
+            raw = self.fv.pread(self._bm2_off + start // 8, (n + 7) // 8, "2nd bitmap")
+            total += count_bits(raw, n, 0, n)
+            rank.append(total)
+        return rank
 
     def _check_descriptors(self, chunk: int = 1 << 16) -> None:
         """Every descriptor must point inside the file (offset 0 = lost page of an incomplete dump)."""
@@ -118,22 +147,33 @@ class KdumpSource(DumpSource):
                 )
 
     def present_bitmap(self, partial_last: bool = False, start: int = 0, end: int | None = None) -> Bitmap:
-        return self._slice(self._bitmap1, start, end)
+        return self._bitmap_slice(self._bm1_off, start, self.max_mapnr if end is None else end, "1st bitmap")
 
     def dumpable_bitmap(self, start: int = 0, end: int | None = None) -> Bitmap:
-        return self._slice(self._bitmap2, start, end)
+        return self._bitmap_slice(self._bm2_off, start, self.max_mapnr if end is None else end, "2nd bitmap")
 
-    def _slice(self, bm: Bitmap, start: int, end: int | None) -> Bitmap:
-        end = self.max_mapnr if end is None else min(end, self.max_mapnr)
-        if start & 7:
-            raise ValueError("bitmap slices start at a multiple of 8 pfns")
-        return Bitmap.from_bytes(end - start, memoryview(bm.bits)[start // 8 : (end + 7) // 8])
+    def _block_bitmap(self, pfn: int) -> tuple[int, Bitmap]:
+        b = pfn // RANK_BLOCK * RANK_BLOCK
+        if self._block is None or self._block[0] != b:
+            self._block = (b, self._bitmap_slice(self._bm2_off, b, b + RANK_BLOCK, "2nd bitmap"))
+        return self._block
 
     def desc_index(self, pfn: int) -> int:
-        w = pfn >> 6
-        bit = pfn & 63
-        below = int(self._words[w]) & ((1 << bit) - 1)
-        return int(self._rank[w]) + below.bit_count()
+        """Index of pfn's page descriptor: the set bits of the 2nd bitmap before it."""
+        b, bm = self._block_bitmap(pfn)
+        return self._rank[b // RANK_BLOCK] + bm.count(0, pfn - b)
+
+    def window_reader(self, use_mmap: bool = True) -> WindowReader:
+        """A plain file is decoded a window at a time in C (``_speedups/kdumpread.pyx``); a flattened
+        one, seen through a FlatView, through ``read_pages``."""
+        if type(self.fv) is not FileView or self.fv.fd < 0:
+            return super().window_reader(use_mmap)
+        return _KdumpWindows(self)
+
+    def window_context(self, first: int, end: int) -> tuple[bytes, int]:
+        """The input's 2nd bitmap for pfns [first, end) (``first`` a multiple of 8) and the descriptor
+        index of ``first``: what the C reader needs to find a window's descriptors."""
+        return self.fv.pread(self._bm2_off + first // 8, (end - first + 7) // 8, "2nd bitmap"), self.desc_index(first)
 
     def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         from ..codec import decompress_page
@@ -141,10 +181,12 @@ class KdumpSource(DumpSource):
         ps = self.page_size
         dst = memoryview(out).cast("B")
         dst[: count * ps] = bytes(count * ps)
-        bm = self._bitmap2
         end = min(pfn + count, self.max_mapnr)
         desc = PAGE_DESC
-        for s, e in bm.runs(pfn, end):
+        first8 = pfn // 8 * 8
+        bm = self._bitmap_slice(self._bm2_off, first8, end, "2nd bitmap")
+        for rs, re_ in bm.runs(pfn - first8, end - first8):
+            s, e = rs + first8, re_ + first8
             # consecutive dumped pfns have consecutive descriptors: one read per run
             first = self.desc_index(s)
             raw = self.fv.pread(self.pd_off + first * desc.size, (e - s) * desc.size, "page descriptors")
@@ -160,3 +202,19 @@ class KdumpSource(DumpSource):
 
     def close(self) -> None:
         self.fv.close()
+
+
+class _KdumpWindows:
+    """The window reader of a kdump-compressed file: C decoding, with the descriptor rank from Python
+    once per window."""
+
+    def __init__(self, src: KdumpSource) -> None:
+        from .._speedups.kdumpread import KdumpReader
+
+        self.src = src
+        self.c = KdumpReader(src.fv.fd, src.pd_off, src.fv.size, src.page_size)
+
+    def read_window(self, bitmap: bytearray, wstart: int, wend: int, base: int, wb: WindowBuffers) -> None:
+        first = (base + wstart) // 8 * 8
+        in_bits, idx0 = self.src.window_context(first, min(base + wend, self.src.max_mapnr))
+        self.c.read_window(bitmap, wstart, wend, base, wb, in_bits, first, idx0)

@@ -9,19 +9,18 @@ Crash safety: e_flags bit 0 (incomplete) is set in the header written first and 
 """
 from __future__ import annotations
 
-import struct
 import time
-from dataclasses import dataclass
 
-import numpy as np
 
-from ..bitmap import Bitmap
 from ..errors import DumpfilterError
-from ..filter.zero import clear_zero_pages
+from ..codec.zero import without_zero_pages
+from ..filter import DumpBitmaps
 from ..layouts import ELF_INCOMPLETE
+from ..record import dataclass
 from ..plan import DumpPlan
 from ..report import Messages
-from ..source.elf import PN_XNUM, PT_LOAD, ElfSource, Segment
+from ..layouts import ELF_IDENT_SIZE, PN_XNUM, PT_LOAD, ElfStructs
+from ..source.elf import ElfSource, Segment
 from ..stats import Stats
 from .sink import Sink
 
@@ -35,16 +34,14 @@ class _Piece:
     offset: int = 0
 
 
-def _pieces(seg: Segment, keep: Bitmap, ps: int) -> list[_Piece]:
+def _pieces(seg: Segment, keep: DumpBitmaps, ps: int) -> list[_Piece]:
     """Split one input PT_LOAD into kept pieces; each piece's memsz runs to the next piece."""
     s_addr, e_addr = seg.paddr, seg.paddr + seg.memsz
     f_end = seg.paddr + seg.filesz
     if seg.memsz == 0:
         return [_Piece(seg, s_addr, 0, 0)]
     lo, hi = s_addr // ps, -(-e_addr // ps)
-    spans: list[tuple[int, int]] = []
-    for rs, re_ in keep.runs(lo, hi):
-        spans.append((rs, re_))
+    spans = keep.runs(lo, hi)
     # a leading partial page is always kept; so is a trailing partial page (only its real bytes)
     if s_addr % ps and (not spans or spans[0][0] != lo):
         spans.insert(0, (lo, lo + 1))
@@ -69,18 +66,26 @@ def _pieces(seg: Segment, keep: Bitmap, ps: int) -> list[_Piece]:
     return pieces
 
 
+def _eraseinfo_note(text: bytes, big_endian: bool) -> bytes:
+    """The ERASEINFO note makedumpfile appends to PT_NOTE (name "ERASEINFO", type 0)."""
+    if not text:
+        return b""
+    import struct
+
+    end = ">" if big_endian else "<"
+    return (struct.pack(end + "III", 10, len(text), 0) + b"ERASEINFO\0\0\0"
+            + text + bytes(-len(text) % 4))
+
+
 def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
     src = plan.src
     if not isinstance(src, ElfSource):
         raise DumpfilterError(f"'-E' option is disabled, because {src.path} is kdump compressed format.")
     ps = plan.page_size
     lay = src.layout
-    cls = lay.elf_class
-    end = ">" if lay.big_endian else "<"
-    bitmap1, keep = plan.cycles.full(Stats())  # ELF output needs its segment list up front: whole bitmaps
-    if plan.exclude_zero:
-        stats.zero += clear_zero_pages(plan.src, keep, window=plan.batch_pages)
-    stats.elf_excluded = max(0, bitmap1.count() - keep.count())
+    es = ElfStructs(64 if lay.elf_class == 2 else 32, lay.big_endian)
+    keep = without_zero_pages(plan, stats) if plan.compression.exclude_zero else plan.bitmaps  # the program headers come first: which pages stay, cycle by cycle
+    stats.elf_excluded = max(0, plan.bitmaps.present - keep.dumpable)
 
     pieces: list[_Piece] = []
     for seg in src.loads:
@@ -88,17 +93,16 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
     note = lay.note
     nphdr = len(pieces) + (1 if note is not None else 0)
 
-    ehdr_fmt = struct.Struct(end + ("16sHHIQQQIHHHHHH" if cls == 2 else "16sHHIIIIIHHHHHH"))
-    ph_fmt = struct.Struct(end + ("IIQQQQQQ" if cls == 2 else "IIIIIIII"))
-    sh_fmt = struct.Struct(end + ("IIQQQQIIQQ" if cls == 2 else "IIIIIIIIII"))
-    phoff = ehdr_fmt.size
+    ph_fmt, sh_fmt = es.phdr, es.shdr
+    phoff = ELF_IDENT_SIZE + es.ehdr.size
     use_xnum = nphdr >= PN_XNUM
-    if use_xnum and cls != 2:
+    if use_xnum and es.elf_class != 64:
         raise DumpfilterError(f"ELF32 output cannot hold {nphdr} program headers")
     shoff = phoff + nphdr * ph_fmt.size if use_xnum else 0
     note_off = phoff + nphdr * ph_fmt.size + (sh_fmt.size if use_xnum else 0)
     note_size = len(plan.note_blob)
-    data_off = note_off + note_size
+    erase_note = _eraseinfo_note(plan.eraseinfo, lay.big_endian)
+    data_off = note_off + -(-note_size // 4) * 4 + len(erase_note) if erase_note else note_off + note_size
     cur = data_off
     for p in pieces:
         if p.filesz:
@@ -107,7 +111,7 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
 
     e = list(lay.ehdr)  # type machine version entry phoff shoff flags ehsize phentsize phnum shentsize shnum shstrndx
     e[4] = phoff
-    e[7] = ehdr_fmt.size
+    e[7] = phoff
     e[8] = ph_fmt.size
     if use_xnum:
         e[5], e[9], e[10], e[11], e[12] = shoff, PN_XNUM, sh_fmt.size, 1, 0
@@ -116,19 +120,18 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
 
     def ehdr(flags: int) -> bytes:
         e[6] = flags
-        return ehdr_fmt.pack(lay.ident, *e)
+        return lay.ident + es.ehdr.pack(*e)
 
-    def phdr(t: int, fl: int, off: int, va: int, pa: int, fs: int, ms: int, al: int) -> bytes:
-        if cls == 2:
-            return ph_fmt.pack(t, fl, off, va, pa, fs, ms, al)
-        return ph_fmt.pack(t, off, va, pa, fs, ms, fl, al)
+    phdr = es.pack_phdr
 
     final_flags = lay.e_flags & ~ELF_INCOMPLETE
     if sink.seekable:
         sink.pwrite(ehdr(final_flags | ELF_INCOMPLETE), 0)
     ph = bytearray()
     if note is not None:
-        ph += phdr(note.type, note.flags, note_off, note.vaddr, note.paddr, note_size, note.memsz, note.align)
+        # with eraseinfo, p_filesz covers the ERASEINFO note and p_memsz does not (formats-cli.md §3.2)
+        filesz = data_off - note_off if erase_note else note_size
+        ph += phdr(note.type, note.flags, note_off, note.vaddr, note.paddr, filesz, note.memsz, note.align)
     for p in pieces:
         seg = p.seg
         ph += phdr(PT_LOAD, seg.flags, p.offset, seg.vaddr + (p.paddr - seg.paddr), p.paddr, p.filesz, p.memsz, seg.align)
@@ -137,12 +140,15 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
         sink.pwrite(sh_fmt.pack(0, 0, 0, 0, 0, 1, 0, nphdr, 0, 0), shoff)
     if note_size:
         sink.pwrite(plan.note_blob, note_off)
+    if erase_note:
+        sink.pwrite(erase_note, note_off + -(-note_size // 4) * 4)
+    hooks = plan.compression.hooks
 
     total = sum(p.filesz for p in pieces)
     done = 0
     t0 = time.monotonic()
-    chunk = max(1, plan.batch_pages) * ps
-    buf = np.empty(chunk + 2 * ps, dtype=np.uint8)
+    chunk = max(1, plan.compression.window) * ps
+    buf = bytearray(chunk + 2 * ps)
     for p in pieces:
         a = p.paddr
         b = p.paddr + p.filesz
@@ -151,13 +157,17 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
             first = a // ps
             npages = -(-(a + n) // ps) - first
             src.read_pages(first, npages, buf)
+            for h in hooks:  # erase filters and plugins change page contents here too
+                lo, hi = max(h.start, first), min(h.end, first + npages)
+                if lo < hi:  # the hook sees only the pages of its range, as in the compression stage
+                    h.fn(list(range(lo, hi)), memoryview(buf)[(lo - first) * ps : (hi - first) * ps])
             skip = a - first * ps
             sink.pwrite(memoryview(buf)[skip : skip + n], p.offset + (a - p.paddr))
             a += n
             done += n
             msgs.progress("Copying data", done, total, t0)
     msgs.progress("Copying data", total, total, t0)
-    stats.dumped = keep.count()
+    stats.dumped = keep.dumpable
     if sink.seekable:
         sink.sync()
         sink.patch(ehdr(final_flags), 0)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from typing import BinaryIO, Literal
 
+from ..errors import InputError
 from ..layouts import DISKDUMP_SIGNATURE, DUMP_DH_COMPRESSED_INCOMPLETE, ELF_INCOMPLETE, KDUMP_SIGNATURE, STATUS_OFFSET
 from ..source.flat import rearrange
 from .sink import FileSink
@@ -24,7 +25,7 @@ def _marked(shadow: bytearray) -> bytes:
         m[STATUS_OFFSET : STATUS_OFFSET + 4] = st.to_bytes(4, "little")
     elif m[:4] == b"\x7fELF":
         off = 48 if m[4] == 2 else 36
-        order = "big" if m[5] == 2 else "little"
+        order: Literal["little", "big"] = "big" if m[5] == 2 else "little"
         fl = int.from_bytes(m[off : off + 4], order) | ELF_INCOMPLETE
         m[off : off + 4] = fl.to_bytes(4, order)
     return bytes(m)
@@ -46,8 +47,12 @@ def rearrange_to_file(stream: BinaryIO, sink: FileSink) -> int:
             sink.pwrite(data, offset)
 
     nrec = rearrange(stream, write_at)
-    if hi:
-        sink.sync()
-        sink.patch(bytes(shadow[:hi]), 0)
+    # a stream that ends cleanly must still have carried a dump: records, starting with a header
+    if nrec == 0:
+        raise InputError("the flattened stream holds no data (a header and an end marker only); not a dump")
+    if shadow[:8] not in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE) and shadow[:4] != b"\x7fELF":
+        raise InputError("the flattened stream does not start with a kdump-compressed or ELF header; not a dump")
+    sink.sync()
+    sink.patch(bytes(shadow[:hi]), 0)
     sink.sync()
     return nrec

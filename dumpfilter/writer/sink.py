@@ -13,6 +13,7 @@ TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
     from typing import BinaryIO
 
+from .._speedups.writeback import start_writeback
 from ..errors import NoSpaceError, OutputError
 from ..layouts import FLAT_END, FLAT_HEADER, FLAT_HEADER_SIZE, FLAT_RECORD, FLAT_SIGNATURE, FLAT_TYPE, FLAT_VERSION
 
@@ -44,6 +45,32 @@ class Sink:
         """Remove the output entirely (before a retry with another dump level)."""
 
 
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    """What makes two paths or descriptors the same file (a device node: the device it names)."""
+    if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        return (-1, st.st_rdev)
+    return (st.st_dev, st.st_ino)
+
+
+def check_distinct(output: str | int, inputs: list[str | int], what: str = "the dump file") -> None:
+    """Refuse an output (a path, or a descriptor such as 1 for -F) that is one of the inputs, through
+    links and /proc/self/fd alike, before anything is opened for writing: pydumpfile -f x x would
+    otherwise truncate the vmcore it is about to read."""
+    try:
+        out = _identity(os.fstat(output) if isinstance(output, int) else os.stat(output))
+    except OSError:
+        return  # does not exist yet: it can't be an input
+    for src in inputs:
+        try:
+            ident = _identity(os.fstat(src) if isinstance(src, int) else os.stat(src))
+        except OSError:
+            continue
+        if ident == out:
+            name = "the standard output" if output == 1 else output
+            raise OutputError(f"{what} ({name}) is the input {src if isinstance(src, str) else 'on standard input'}; "
+                              "refusing to overwrite it")
+
+
 def open_output(path: str, force: bool) -> int:
     """Create the dump file with mode 0600, refusing an existing one unless ``force``."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
@@ -67,6 +94,9 @@ def open_output(path: str, force: bool) -> int:
     return fd
 
 
+WRITEBACK_STEP = 32 << 20  # bytes between two starts of writeback
+
+
 class FileSink(Sink):
     """A regular file (or block device) written with pwrite; ``limit`` is makedumpfile's -L."""
 
@@ -75,11 +105,14 @@ class FileSink(Sink):
         self.path = path
         self.limit = limit
         self.fd = open_output(path, force)
+        self.regular = stat.S_ISREG(os.fstat(self.fd).st_mode)  # a block device is never removed
         self.bytes_written = 0
         self.size = 0
+        self.removed = False  # discard() took the file away
+        self._unflushed = 0  # bytes written since writeback was last started
 
-    def _nospace(self, why: str) -> NoSpaceError:
-        return NoSpaceError(f"Can't write the dump file({self.path}). {why}")
+    def _nospace(self, why: str, written: int) -> NoSpaceError:
+        return NoSpaceError(f"Can't write the dump file({self.path}). {why}", written)
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         mv = memoryview(data).cast("B")
@@ -97,19 +130,21 @@ class FileSink(Sink):
                 self.bytes_written += done
                 self.size = max(self.size, offset + done)
                 if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    err = self._nospace(os.strerror(e.errno))
-                    err.written = done  # type: ignore[attr-defined]
-                    raise err from None
+                    raise self._nospace(os.strerror(e.errno), done) from None
                 raise OutputError(f"Can't write the dump file({self.path}). {e.strerror}") from None
             if w == 0:
                 break
             done += w
         self.bytes_written += done
         self.size = max(self.size, offset + done)
+        self._unflushed += done
+        if self._unflushed >= WRITEBACK_STEP:
+            # start writing what is dirty now, without waiting: the dump becomes durable while it is
+            # written, the final fsync has little left, and a capture kernel's page cache holds less
+            start_writeback(self.fd)
+            self._unflushed = 0
         if done < n:
-            err = self._nospace(f"Size limit({self.limit}) reached.") if allowed < n else self._nospace("Short write.")
-            err.written = done  # type: ignore[attr-defined]
-            raise err
+            raise self._nospace(f"Size limit({self.limit}) reached." if allowed < n else "Short write.", done)
 
     def patch(self, data: bytes, offset: int) -> None:
         try:
@@ -134,6 +169,9 @@ class FileSink(Sink):
         self._close()
 
     def abort(self) -> None:
+        if self.size == 0 and self.regular:
+            self.discard()  # nothing was written: no empty file that looks like a dump was ever made
+            return
         try:
             self.sync()
         except OutputError:
@@ -142,10 +180,13 @@ class FileSink(Sink):
 
     def discard(self) -> None:
         self._close()
+        if not self.regular:
+            return
         try:
             os.unlink(self.path)
         except OSError:
             pass
+        self.removed = True
 
 
 class FlatSink(Sink):
@@ -161,7 +202,7 @@ class FlatSink(Sink):
         head = FLAT_HEADER.pack(FLAT_SIGNATURE.ljust(16, b"\0"), FLAT_TYPE, FLAT_VERSION).ljust(FLAT_HEADER_SIZE, b"\0")
         self._emit(head)
 
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
         mv = memoryview(data).cast("B")
         while len(mv):
             try:
@@ -180,9 +221,7 @@ class FlatSink(Sink):
         if n == 0:
             return
         if self.limit is not None and self.bytes_written + FLAT_RECORD.size + n > self.limit:
-            err = NoSpaceError(f"Can't write the dump file({self.name}). Size limit({self.limit}) reached.")
-            err.written = 0  # type: ignore[attr-defined]
-            raise err
+            raise NoSpaceError(f"Can't write the dump file({self.name}). Size limit({self.limit}) reached.")
         self._emit(FLAT_RECORD.pack(offset, n))
         self._emit(data)
 

@@ -17,7 +17,7 @@ import dumpfilter
 from dumpfilter.filter.classify import KernelView, exclude_pages
 from dumpfilter.kernel.vmcoreinfo import VmcoreInfo
 from dumpfilter.stats import Stats
-from tests.helpers import runs_of
+from tests.helpers import bits, runs_of
 
 KPF = dict(LRU=5, SLAB=7, BUDDY=10, ANON=12, SWAPCACHE=13, HUGE=17, THP=22, NOPAGE=20, OFFLINE=23)
 THRESHOLD = {"user": 99.9, "cache": 99.9, "free": 99.5}
@@ -72,7 +72,7 @@ def compare(core_dir) -> dict[str, tuple[float, list[str], int]]:
     vi = VmcoreInfo.parse(src.vmcoreinfo_raw)
     kv = KernelView(src, vi)
     cv = CrashView(kv, vi)
-    present = src.dumpable_bitmap().unpack(0, src.max_mapnr)
+    present = bits(src.dumpable_bitmap(), 0, src.max_mapnr)
     kpf = np.fromfile(core_dir / "kpageflags", dtype="<u8")
     assert kpf.size >= src.max_mapnr, "kpageflags does not cover every pfn of the dump"
     kpf = kpf[: src.max_mapnr]
@@ -88,7 +88,7 @@ def compare(core_dir) -> dict[str, tuple[float, list[str], int]]:
     for kind, level in (("cache", 4), ("user", 8), ("free", 16)):
         bm = src.dumpable_bitmap()
         exclude_pages(src, vi, bm, level, Stats(), kv)
-        ours = present & ~bm.unpack(0, src.max_mapnr)
+        ours = present & ~bits(bm, 0, src.max_mapnr)
         dis = np.flatnonzero((ours != oracle[kind]) & present)
         agree = 100.0 * (1 - dis.size / present.sum())
         lines, unexplained = [], 0

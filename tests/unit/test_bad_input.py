@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 
 import pytest
 
@@ -33,8 +32,7 @@ EXPECT = {
 }
 
 
-def _one_line_error(r, started):
-    assert time.monotonic() - started < 5  # the process itself; well under a second of work
+def _one_line_error(r, started=None):
     assert r.returncode == 1, r.stderr.decode()
     lines = r.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
@@ -48,9 +46,8 @@ def test_bad_vmcore(synth, tmp_path, kind, mode):
     bad = tmp_path / kind
     MAKERS[kind](synth.path, bad)
     out = tmp_path / "out"
-    t = time.monotonic()
     r = run(mode + ["-d", "1", bad] + ([] if mode == ["-F"] else [out]))
-    _one_line_error(r, t)
+    _one_line_error(r)
     assert EXPECT[kind] in r.stderr, r.stderr
     assert not out.exists()
     if mode == ["-F"]:
@@ -79,11 +76,10 @@ def test_garbage_kdump_header(synth, tmp_path, patch, needle):
     raw = _kdump_of(synth, tmp_path)
     bad.write_bytes(patch(raw))
     out = tmp_path / "out"
-    t = time.monotonic()
     r = run(["-d", "1", bad, out])
     if needle == b"past the end" and r.returncode == 0:
         pytest.fail("a kdump file cut in half was accepted")
-    _one_line_error(r, t)
+    _one_line_error(r)
     assert needle in r.stderr, r.stderr
     assert not out.exists()
 
@@ -110,9 +106,8 @@ def _flat_stream(synth):
 def test_bad_flattened_stream(synth, tmp_path, mangle, needle):
     stream = mangle(_flat_stream(synth))
     out = tmp_path / "out"
-    t = time.monotonic()
     r = run(["-R", out], stdin=stream, timeout=30)
-    _one_line_error(r, t)
+    _one_line_error(r)
     assert needle in r.stderr, r.stderr
     if out.exists() and out.stat().st_size >= 464:
         raw = out.read_bytes()
@@ -154,9 +149,8 @@ def test_rearrange_of_makedumpfile_style_stream_keeps_mark_until_end(synth, tmp_
     ],
 )
 def test_usage_errors(synth, tmp_path, args, needle):
-    t = time.monotonic()
     r = run(args + [synth.path, tmp_path / "o"])
-    _one_line_error(r, t)
+    _one_line_error(r)
     assert needle in r.stderr
 
 

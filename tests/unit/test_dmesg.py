@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import struct
-import time
 
 import pytest
 
@@ -50,8 +49,21 @@ def expected(ring, caller: bool = True, since_seq: int | None = None) -> bytes:
     return b"".join(ref_format(r.ts_nsec, r.text, r.caller_id if caller else None) for r in recs)
 
 
+READS: list[int] = [0]  # memory reads of the last run_ring/run_log: the work bound of the hang checks
+
+
+def _counted(read):
+    READS[0] = 0
+
+    def wrapped(addr: int, size: int) -> bytes:
+        READS[0] += 1
+        return read(addr, size)
+
+    return wrapped
+
+
 def run_ring(ring, partial: bool = False, caller: bool = True, signed: bool = True):
-    return extract(ring.mem.read, VmcoreInfo.parse(ring.vmcoreinfo()), partial, signed, caller)
+    return extract(_counted(ring.mem.read), VmcoreInfo.parse(ring.vmcoreinfo()), partial, signed, caller)
 
 
 # --- formatting -----------------------------------------------------------------------------------
@@ -199,9 +211,8 @@ def test_partial_dmesg_clear_index_above_head_index():
     for i in range(3):
         ring.printk(b"n%d" % i, 100 + i)
     assert ring.clear_seq % 8 > ring.info_seq(ring.head_id % 8) % 8
-    t0 = time.monotonic()
     res = run_ring(ring, partial=True)
-    assert time.monotonic() - t0 < 2
+    assert READS[0] < 1000  # bounded by the ring, not by the 2^62 ids a naive walk would take
     assert res.text == expected(ring, since_seq=ring.clear_seq) and res.records == 3
 
 
@@ -263,20 +274,19 @@ def test_garbage_rings_never_hang():
         if trial % 3 == 0:
             ring.head_id, ring.tail_id = rng.getrandbits(62), rng.getrandbits(62)
             ring.flush()
-        t0 = time.monotonic()
         try:
             res = run_ring(ring)
             assert isinstance(res.text, bytes)
         except DmesgError:
             pass
-        assert time.monotonic() - t0 < 2, f"trial {trial} took too long"
+        assert READS[0] < 5000, f"trial {trial}: {READS[0]} reads, the walk is not bounded by the ring"
 
 
 # --- 3.5 - 5.9: struct printk_log ---------------------------------------------------------------
 
 
 def run_log(log, partial: bool = False):
-    return extract(log.mem.read, VmcoreInfo.parse(log.vmcoreinfo()), partial)
+    return extract(_counted(log.mem.read), VmcoreInfo.parse(log.vmcoreinfo()), partial)
 
 
 @pytest.mark.parametrize("caller", [False, True])
@@ -313,9 +323,8 @@ def test_printk_log_cycle_detected():
     # record 3 turned into a wrap marker (len 0): 0, 1, 2, 3 -> 0 + len(rec 0) = 1, 2, 3, ... forever
     offs = [r.id for r in log.live]
     struct.pack_into("<H", log.buf, offs[3] + 8, 0)
-    t0 = time.monotonic()
     res = run_log(log)
-    assert time.monotonic() - t0 < 2
+    assert READS[0] < 1000
     assert isinstance(res.error, DmesgError) and "cycle" in str(res.error)
     # like makedumpfile: the records up to the corruption, the cycle once (the marker prints rec 0)
     assert res.text == b"".join(b"[    0.000000] rec %d\n" % i for i in (0, 1, 2, 0))
@@ -350,9 +359,8 @@ def test_garbage_log_buf_never_hangs():
         if trial % 4 == 0:
             log.first_idx, log.next_idx = rng.randrange(len(log.buf) + 64), rng.randrange(len(log.buf))
             log.flush()
-        t0 = time.monotonic()
         res = run_log(log)
-        assert isinstance(res.text, bytes) and time.monotonic() - t0 < 2, f"trial {trial}"
+        assert isinstance(res.text, bytes) and READS[0] < 5000, f"trial {trial}: {READS[0]} reads"
 
 
 # --- before 3.5: plain characters ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The C page reader of the writing engine (engine.py, _speedups/compress.pyx): mmap and pread give the
+"""The C page reader of the compression stage (_speedups/reader.pyx): mmap and pread give the
 same pages as the Python reader, on layouts with partial pages, p_filesz < p_memsz, slack bytes and
 segments that are not page aligned in the file; a read error ends in one line and an incomplete file."""
 from __future__ import annotations
@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from dumpfilter._speedups.compress import DirectReader, WindowBuffers, WindowCompressor
+from dumpfilter._speedups.compress import BatchCompressor
+from dumpfilter._speedups.reader import DirectReader, RunReader
+from dumpfilter._speedups.window import WindowBuffers
 from dumpfilter.bitmap import Bitmap
 from dumpfilter.source import open_source
 from tests.helpers import KdumpFile, run
@@ -27,16 +29,17 @@ def core(request, tmp_path_factory):
     return generate(path, SynthSpec(**LAYOUTS[request.param]))
 
 
-def _window_pages(src, bm: Bitmap, reader, use_python: bool) -> list[bytes]:
-    """Every page the engine reads for the set bits of ``bm``, codec none, zero pages kept."""
+def _window_pages(src, bm: Bitmap, reader) -> list[bytes]:
+    """Every page the reader reads for the set bits of ``bm``, codec none, zero pages kept."""
     ps = src.page_size
-    comp = WindowCompressor(0, ps)
+    comp = BatchCompressor(0, ps)
     wb = WindowBuffers(512, ps)
     pages: list[bytes] = []
     pos = bm.next_set(0)
     while pos < bm.nbits:
         end = min(pos + 512, bm.nbits)
-        comp.compress_window(bm.bits, pos, end, 0, wb, None if use_python else reader, src.read_pages, False)
+        reader.read_window(bm.bits, pos, end, 0, wb)
+        comp.compress_window(wb, False)
         assert wb.used == wb.count * ps
         out = bytes(wb.out[: wb.used])
         pages += [out[i * ps : (i + 1) * ps] for i in range(wb.count)]
@@ -48,12 +51,12 @@ def test_mmap_pread_and_python_reads_agree(core):
     src = open_source(core.path)
     try:
         bm = src.present_bitmap(partial_last=True)  # partial pages too: the slow path
-        fd, ranges = src.direct_ranges()
         want = [src.read_page(p) for s, e in bm.runs() for p in range(s, e)]
         assert len(want) > 1000
-        for reader in (DirectReader(fd, ranges, True), DirectReader(fd, ranges, False)):
-            assert _window_pages(src, bm, reader, False) == want
-        assert _window_pages(src, bm, None, True) == want
+        assert isinstance(src.window_reader(True), DirectReader)
+        for reader in (src.window_reader(True), src.window_reader(False)):
+            assert _window_pages(src, bm, reader) == want
+        assert _window_pages(src, bm, RunReader(src.read_pages)) == want
         # a pattern of single pages and short runs: many runs per window, one mapping per extent
         sparse = Bitmap(bm.nbits)
         for s, e in bm.runs():
@@ -61,7 +64,7 @@ def test_mmap_pread_and_python_reads_agree(core):
                 if p % 7 in (0, 3, 4) or p % 101 == 5:
                     sparse.set(p)
         want = [src.read_page(p) for s, e in sparse.runs() for p in range(s, e)]
-        assert _window_pages(src, sparse, DirectReader(fd, ranges, True), False) == want
+        assert _window_pages(src, sparse, src.window_reader(True)) == want
     finally:
         src.close()
 
@@ -79,11 +82,13 @@ def test_non_mmap_output_is_identical(core, tmp_path):
         assert kd.page(pfn) == core.page(pfn)
 
 
-def test_read_error_is_one_line_and_incomplete(core, tmp_path):
-    """The vmcore shrinks after the headers were checked: pread hits the end of the file."""
+@pytest.mark.parametrize("use_mmap", [False, True], ids=["pread", "mmap"])
+def test_read_error_is_one_line_and_incomplete(core, tmp_path, use_mmap):
+    """The vmcore shrinks after the headers were checked: pread hits the end of the file; a mapping
+    would end the process with SIGBUS, so the reader checks the file's size first."""
     src = open_source(core.path)
     try:
-        fd, ranges = src.direct_ranges()
+        ranges = src.read_index
         bm = src.dumpable_bitmap()
         last = max(e for s, e in bm.runs())
         cut = tmp_path / "cut"
@@ -92,11 +97,10 @@ def test_read_error_is_one_line_and_incomplete(core, tmp_path):
         cut.write_bytes(data[: ranges[-1][2] + 4096])  # the last extent keeps one page
         fd2 = os.open(cut, os.O_RDONLY)
         try:
-            reader = DirectReader(fd2, ranges, False)
+            reader = DirectReader(fd2, ranges, use_mmap)
             wb = WindowBuffers(512, src.page_size)
             with pytest.raises(OSError):
-                WindowCompressor(2, src.page_size).compress_window(
-                    bm.bits, max(0, last - 512), last, 0, wb, reader, src.read_pages, True)
+                reader.read_window(bm.bits, max(0, last - 512), last, 0, wb)
         finally:
             os.close(fd2)
     finally:

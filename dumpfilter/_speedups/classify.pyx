@@ -125,8 +125,13 @@ def classify_section(const uint8_t[::1] pages, int64_t pfn_start, int64_t npages
     cdef bint slab, anon, cache, priv, head
     cdef uint8_t zero_page[256]
     cdef int64_t c_free = 0, c_cache = 0, c_cpriv = 0, c_user = 0, c_hwp = 0, c_off = 0, c_bad = 0
-    if sp > 256:
-        raise ValueError("classify_section: SIZE(page) > 256 is not supported")
+    if sp > 256 or sp < 8:
+        raise ValueError("classify_section: SIZE(page) must be 8..256 bytes")
+    # every field read must lie inside the struct page (dumpfilter.kernel.pagetypes checks the same
+    # with a message naming the VMCOREINFO key; this guards the C code itself)
+    if not (0 <= off_flags <= sp - 8 and 0 <= off_mapping <= sp - 8 and off_mapcount <= sp - 4
+            and off_ch <= sp - 8 and off_private <= sp - 8 and free_area_len <= 31):
+        raise ValueError("classify_section: a struct page field lies outside SIZE(page)")
     for i in range(256):
         zero_page[i] = 0
     with nogil:
@@ -224,11 +229,12 @@ def classify_section(const uint8_t[::1] pages, int64_t pfn_start, int64_t npages
     counts[C_BAD_ORDER] += c_bad
 
 
-def tail_pointer_stats(const uint8_t[::1] pages, int64_t sp, int64_t off_ch):
+def tail_pointer_stats(const uint8_t[::1] pages, int64_t sp, int64_t off_ch, uint64_t kva_start):
     """Count the "tail pages" of a struct page block whose head pointer is implausible.
 
     A struct page with bit 0 of ``compound_head`` set is a tail; the rest of the word must then be
-    an 8-byte aligned kernel address (top byte 0xff). Returns ``(n, tails, bad, first_bad,
+    an 8-byte aligned kernel address (at least ``kva_start``, the machine's lowest kernel address:
+    ``Mmu.kernel_va_start``). Returns ``(n, tails, bad, first_bad,
     first_value)``: the number of struct pages, of tails, of tails with an implausible head, the
     index of the first such struct page and its raw ``compound_head`` (-1 and 0 when none). All
     zeros but ``n`` when ``off_ch`` does not fit in a struct page. The policy (how many is too
@@ -249,7 +255,7 @@ def tail_pointer_stats(const uint8_t[::1] pages, int64_t sp, int64_t off_ch):
             if ch & 1:
                 tails += 1
                 head = ch - 1
-                if (head & 7) != 0 or (head >> 56) != 0xFF:
+                if (head & 7) != 0 or head < kva_start:
                     if bad == 0:
                         first_bad = i
                         first_value = ch

@@ -71,24 +71,24 @@ cdef int64_t _count(const uint8_t *p, int64_t start, int64_t end) noexcept nogil
     return total
 
 
-def set_range(uint8_t[::1] buf, int64_t nbits, int64_t start, int64_t end):
-    """Set bits [start, end) (clamped to [0, nbits))."""
+cdef int _fill_range(uint8_t[::1] buf, int64_t nbits, int64_t start, int64_t end, bint value) except -1:
     _check(buf.shape[0], nbits)
     start = _clamp(start, nbits)
     end = _clamp(end, nbits)
     if start < end:
         with nogil:
-            _fill(&buf[0], start, end, True)
+            _fill(&buf[0], start, end, value)
+    return 0
+
+
+def set_range(uint8_t[::1] buf, int64_t nbits, int64_t start, int64_t end):
+    """Set bits [start, end) (clamped to [0, nbits))."""
+    _fill_range(buf, nbits, start, end, True)
 
 
 def clear_range(uint8_t[::1] buf, int64_t nbits, int64_t start, int64_t end):
     """Clear bits [start, end) (clamped to [0, nbits))."""
-    _check(buf.shape[0], nbits)
-    start = _clamp(start, nbits)
-    end = _clamp(end, nbits)
-    if start < end:
-        with nogil:
-            _fill(&buf[0], start, end, False)
+    _fill_range(buf, nbits, start, end, False)
 
 
 def count(const uint8_t[::1] buf, int64_t nbits, int64_t start, int64_t end):
@@ -103,26 +103,20 @@ def count(const uint8_t[::1] buf, int64_t nbits, int64_t start, int64_t end):
     return n
 
 
+cdef int64_t _first(const uint8_t[::1] buf, int64_t nbits, int64_t pos, bint want_set) except -1:
+    _check(buf.shape[0], nbits)
+    pos = _clamp(pos, nbits)
+    cdef int64_t r = nbits
+    if pos < nbits:
+        with nogil:
+            r = _next(&buf[0], pos, nbits, want_set)
+    return r
+
+
 def next_set(const uint8_t[::1] buf, int64_t nbits, int64_t pos):
     """First set bit >= pos, or nbits if there is none."""
-    _check(buf.shape[0], nbits)
-    pos = _clamp(pos, nbits)
-    cdef int64_t r = nbits
-    if pos < nbits:
-        with nogil:
-            r = _next(&buf[0], pos, nbits, True)
-    return r
+    return _first(buf, nbits, pos, True)
 
-
-def next_clear(const uint8_t[::1] buf, int64_t nbits, int64_t pos):
-    """First clear bit >= pos, or nbits if there is none."""
-    _check(buf.shape[0], nbits)
-    pos = _clamp(pos, nbits)
-    cdef int64_t r = nbits
-    if pos < nbits:
-        with nogil:
-            r = _next(&buf[0], pos, nbits, False)
-    return r
 
 
 def runs(const uint8_t[::1] buf, int64_t nbits, int64_t start, int64_t end):

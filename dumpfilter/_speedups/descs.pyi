@@ -1,0 +1,3 @@
+from .window import WindowBuffers
+
+def fill_descs(wb: WindowBuffers, pos: int, zero_off: int) -> int: ...

@@ -1,0 +1,5 @@
+NONE: int
+ZLIB: int
+LZO: int
+SNAPPY: int
+ZSTD: int
