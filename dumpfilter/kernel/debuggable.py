@@ -19,7 +19,6 @@ types from BTF or ``-x``):
 """
 from __future__ import annotations
 
-from typing import cast
 
 from ..errors import DumpfilterError
 from ..record import dataclass, field
@@ -74,7 +73,7 @@ class _Walker:
 
     def fresh(self):  # noqa: ANN201 - an Mmu over the recorder, without cached translations
         self.rec.pfns = set()
-        return self.arch.mmu(cast("DumpSource", self.rec), self.vi)
+        return self.arch.mmu(self.rec, self.vi)  # a recording DumpSource
 
     def cover(self, need: Need, va: int, size: int) -> None:
         """Add the data and table pages of kernel range [va, va+size) to ``need``."""
