@@ -177,7 +177,7 @@ def _render(page: Path) -> str:
     if not shutil.which("man"):
         pytest.skip("man (man-db) is not installed (.ci/install-deps.sh installs it)")
     r = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "MANWIDTH": "100", "MAN_KEEP_FORMATTING": "", "PAGER": "cat"})
+                       env={**os.environ, "MANWIDTH": "100", "PAGER": "cat", "LC_ALL": "C.UTF-8"})
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
     return r.stdout
 
