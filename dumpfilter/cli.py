@@ -1,7 +1,9 @@
 """``pydumpfile``: makedumpfile's command line (formats-cli.md §5) → one DumpJob → run().
 
 Errors become one line on stderr and makedumpfile's exit codes: 0 done, 1 failed (including an
-incomplete dump), 2 a -i VMCOREINFO file from another kernel release.
+incomplete dump), 2 a -i VMCOREINFO file from another kernel release. As makedumpfile, a usage error is
+followed by "Try `pydumpfile --help' for more information.", and every failure ends with an empty
+line and "pydumpfile Failed." (what admins grep for).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .options import ArgParser, decimal, limit_size
 from .report import DEFAULT_LEVEL, ML_DEBUG, ML_REPORT, Messages
 
 PROG = "pydumpfile"
+TRY_HELP = f"Try `{PROG} --help' for more information."  # after a usage error, as makedumpfile
 
 USAGE = f"""usage: {PROG} [-c|-l|-p|-z] [-E] [-d DL[,DL...]] [-L SIZE] [-f] [options] VMCORE DUMPFILE
        {PROG} -F [-c|-l|-p|-z] [-E] [-d DL] [options] VMCORE > STREAM
@@ -281,6 +284,12 @@ def _on_signal(signum: int, _frame: object) -> None:
     raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}")
 
 
+def _failed(msgs: Messages, rc: int) -> int:
+    """makedumpfile's last line on any failure (after the one line that says what went wrong)."""
+    msgs.error(f"\n{PROG} Failed.")
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     # a short-lived process whose objects are freed by reference counting: the cyclic collector
     # would only walk the heap now and then for nothing
@@ -305,28 +314,33 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _on_signal)
         from .pipeline import run
 
-        return run(job, msgs)
+        rc = run(job, msgs)
+        return _failed(msgs, rc) if rc else rc
+    except UsageError as e:
+        msgs.error(f"{PROG}: {e}")
+        msgs.error(TRY_HELP)
+        return _failed(msgs, e.exit_code)
     except DumpfilterError as e:
         msgs.error(f"{PROG}: {e}")
-        return e.exit_code
+        return _failed(msgs, e.exit_code)
     except KeyboardInterrupt:
         msgs.error(f"{PROG}: interrupted; the output is marked incomplete")
-        return 1
+        return _failed(msgs, 1)
     except MemoryError:
         msgs.error(f"{PROG}: out of memory")
-        return 1
+        return _failed(msgs, 1)
     except BrokenPipeError:
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter's flush at exit quiet
         except OSError:
             pass
         msgs.error(f"{PROG}: the standard output was closed")
-        return 1
+        return _failed(msgs, 1)
     except Exception as e:  # noqa: BLE001 - a bug must still end in one line and exit 1
         if os.environ.get("PYDUMPFILE_TRACEBACK"):
             raise
         msgs.error(f"{PROG}: internal error: {type(e).__name__}: {e} (set PYDUMPFILE_TRACEBACK=1 for details)")
-        return 1
+        return _failed(msgs, 1)
     finally:
         gc.enable()
 

@@ -10,6 +10,21 @@ from dataclasses import dataclass
 import numpy as np
 
 PYDUMPFILE = [sys.executable, "-m", "dumpfilter"]
+FAILED = "pydumpfile Failed."  # makedumpfile's last line on a failure, after an empty one
+TRY_HELP = "Try `pydumpfile --help' for more information."  # after a usage error
+
+
+def error_lines(stderr: bytes | str, *, usage: bool = False) -> list[str]:
+    """What a failed run said before its closing "pydumpfile Failed." (which must be there) and, for a
+    usage error, before "Try `pydumpfile --help' ..." (which must be there too)."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = text.strip().splitlines()
+    assert lines[-2:] == ["", FAILED], lines
+    lines = lines[:-2]
+    if usage:
+        assert lines[-1:] == [TRY_HELP], lines
+        lines = lines[:-1]
+    return "\n".join(lines).strip().splitlines()
 
 
 def run(args: list[str], stdin: bytes | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-PYDUMPFILE = [sys.executable, "-m", "dumpfilter"]
+from tests.helpers import FAILED, PYDUMPFILE
+
 PEAK_LIMIT_MIB = 64
 
 
@@ -28,7 +29,9 @@ class Result:
 
     @property
     def lines(self) -> list[str]:
-        return self.stderr.decode(errors="replace").strip().splitlines()
+        """stderr's lines before the closing "pydumpfile Failed." (asserted by ``assert_refused``)."""
+        lines = self.stderr.decode(errors="replace").strip().splitlines()
+        return "\n".join(lines[:-2] if lines[-2:] == ["", FAILED] else lines).strip().splitlines()
 
 
 # Runs the command and writes "<wait status> <ru_maxrss KiB>" of it to the file argv[1]. The child is
@@ -71,6 +74,7 @@ def assert_refused(r: Result, expect: str | None = None) -> None:
     assert r.returncode == 1, f"exit {r.returncode}: {text[-800:]}"
     assert "Traceback" not in text and "internal error" not in text, text[-800:]
     assert len(r.lines) == 1 and r.lines[0].startswith("pydumpfile: "), r.lines
+    assert text.rstrip().endswith("\n\n" + FAILED), text[-800:]
     assert r.peak_mib < PEAK_LIMIT_MIB, f"peak RSS {r.peak_mib:.0f} MiB"
     if expect is not None:
         assert expect in r.lines[0], r.lines[0]

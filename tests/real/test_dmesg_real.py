@@ -13,7 +13,7 @@ import pytest
 import dumpfilter
 from dumpfilter.kernel.dmesg import dump_dmesg
 from dumpfilter.kernel.vmcoreinfo import VmcoreInfo
-from tests.helpers import file_mode, makedumpfile, run
+from tests.helpers import error_lines, file_mode, makedumpfile, run
 
 CONSOLE_LINE = re.compile(rb"\[\s*(\d+\.\d{6})\] (.*)")
 OUR_LINE = re.compile(rb"\[\s*(\d+\.\d{6})\] \[ *[TC]\d+\] (.*)")
@@ -154,7 +154,7 @@ def test_existing_output_needs_force(core_61, tmp_path):
     out.write_bytes(b"keep")
     r = run(["--dump-dmesg", core_61 / "vmcore", out])
     assert r.returncode == 1 and out.read_bytes() == b"keep"
-    assert "already exists" in r.stderr.decode() and len(r.stderr.decode().strip().splitlines()) == 1
+    assert "already exists" in r.stderr.decode() and len(error_lines(r.stderr)) == 1
     assert cli_dmesg(core_61 / "vmcore", out, "-f").startswith(b"[    0.000000] ")
 
 
@@ -167,7 +167,7 @@ def test_missing_vmcoreinfo_keys_give_one_line(core_61, tmp_path):
     vi.write_bytes(b"\n".join(lines))
     out = tmp_path / "dmesg.txt"
     r = run(["--dump-dmesg", "-i", vi, core_61 / "vmcore", out])
-    err = r.stderr.decode().strip()
+    err = "\n".join(error_lines(r.stderr))
     assert r.returncode == 1 and len(err.splitlines()) == 1, err
     assert "SIZE(prb_desc)" in err and "OFFSET(prb_desc.state_var)" in err and "OFFSET(prb_desc.text_blk_lpos)" in err
     assert not out.exists()

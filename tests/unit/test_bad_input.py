@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from fixtures import synthetic as S
-from tests.helpers import run
+from tests.helpers import error_lines, run
 
 MAKERS = {
     "not_a_vmcore": lambda src, dst: S.make_not_a_vmcore(dst),
@@ -32,9 +32,10 @@ EXPECT = {
 }
 
 
-def _one_line_error(r, started=None):
+def _one_line_error(r, usage: bool = False):
+    """Exit 1; one clear line, then (usage errors) "Try `pydumpfile --help' ...", then "pydumpfile Failed."."""
     assert r.returncode == 1, r.stderr.decode()
-    lines = r.stderr.decode().strip().splitlines()
+    lines = error_lines(r.stderr, usage=usage)
     assert len(lines) == 1, lines
     assert lines[0].startswith("pydumpfile: ")
     assert b"Traceback" not in r.stderr
@@ -150,11 +151,13 @@ def test_rearrange_of_makedumpfile_style_stream_keeps_mark_until_end(synth, tmp_
 )
 def test_usage_errors(synth, tmp_path, args, needle):
     r = run(args + [synth.path, tmp_path / "o"])
-    _one_line_error(r)
+    _one_line_error(r, usage=True)  # as makedumpfile: the line, then "Try `pydumpfile --help' ..."
     assert needle in r.stderr
+    assert r.stderr.decode().endswith("\nTry `pydumpfile --help' for more information.\n\npydumpfile Failed.\n")
 
 
 def test_missing_input(tmp_path):
     r = run([tmp_path / "nope", tmp_path / "o"])
     assert r.returncode == 1 and b"No such file" in r.stderr
+    assert len(error_lines(r.stderr)) == 1  # no "Try ..." line: not a usage error
     assert not (tmp_path / "o").exists()

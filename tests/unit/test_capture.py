@@ -1,31 +1,24 @@
 """``pykdumpctl capture`` / ``save-raw`` end to end: the real collector on a synthetic vmcore (whose
-``--dump-dmesg`` fails: no printk ring), a real vmcore for the dmesg path, and a real sshd on loopback.
+``--dump-dmesg`` fails: no printk ring) and a real sshd on loopback. The dmesg path on a real vmcore
+(built under QEMU) is in tests/real/test_capture_real.py; both share tests/capture_lib.py.
 
 Reboot/halt/poweroff/shell never run: every run sets PYKDUMPCTL_ACTION_CMD to a recorder (and the
 vmcore is never /proc/vmcore, so capture would refuse the real ones anyway).
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-import dumpfilter
 from dumpfilter.kexec import capture as cap
 from fixtures.synthetic import SynthSpec, generate
+from tests.capture_lib import (CTL, TIMEOUT, Ctl, check_vmcore, ctl, dump_dirs, log_order,  # noqa: F401 (ctl, sshd: fixtures)
+                               one_dump_dir, script, ssh_capture, sshd)
 from tests.helpers import PYDUMPFILE, KdumpFile
-
-REPO = Path(__file__).resolve().parents[2]
-CTL = [sys.executable, "-m", "dumpfilter.kexec.pykdumpctl"]
-DIR_RE = re.compile(r"^[0-9a-fA-F.:]+-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$")
-TIMEOUT = 180
 
 
 # --- fixtures ------------------------------------------------------------------------------------------
@@ -45,98 +38,6 @@ def direct(synth, tmp_path_factory) -> bytes:
     return out.read_bytes()
 
 
-@pytest.fixture(scope="module")
-def realcore_61():
-    """The cached real 6.1 vmcore (built by fixtures/realcore on first use)."""
-    from fixtures.realcore_lib import BuildError, build
-
-    try:
-        return build("6.1") / "vmcore"
-    except BuildError as e:
-        pytest.skip(f"real 6.1 vmcore unavailable: {str(e).splitlines()[0]}")
-
-
-def script(path: Path, body: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return path
-
-
-class Ctl:
-    """Runs pykdumpctl in a subprocess with the action recorder and a private TMPDIR."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.actions_file = tmp / "actions"
-        recorder = script(tmp / "hooks-bin" / "record-action", f'echo "$1" >> {self.actions_file}\n')
-        self.fakebin = tmp / "fakebin"
-        self.fakebin.mkdir()
-        (tmp / "tmp").mkdir()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PYKDUMPCTL_")}
-        self.env.update({
-            cap.ACTION_ENV: str(recorder),
-            "TMPDIR": str(tmp / "tmp"),
-            "PATH": f"{self.fakebin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "PYTHONPATH": str(REPO) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""),
-        })
-
-    def conf(self, text: str) -> Path:
-        p = self.tmp / "kdump.conf"
-        p.write_text(text)
-        return p
-
-    def run(self, *args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
-        r = subprocess.run(CTL + [str(a) for a in args], capture_output=True, text=True, timeout=TIMEOUT,
-                           env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL)
-        sys.stderr.write(r.stderr)  # shown by pytest on failure
-        return r
-
-    def capture(self, conf: str, vmcore, *args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
-        return self.run("capture", "--config", self.conf(conf), "--vmcore", vmcore, "--hooks-dir",
-                        self.tmp / "no-hooks", *args, env=env)
-
-    @property
-    def actions(self) -> list[str]:
-        return self.actions_file.read_text().split() if self.actions_file.exists() else []
-
-
-@pytest.fixture
-def ctl(tmp_path: Path) -> Ctl:
-    return Ctl(tmp_path)
-
-
-def dump_dirs(base: Path) -> list[Path]:
-    if not base.is_dir():
-        return []
-    dirs = sorted(p for p in base.iterdir() if p.is_dir())
-    for d in dirs:
-        assert DIR_RE.match(d.name), d.name
-    return dirs
-
-
-def one_dump_dir(base: Path) -> Path:
-    dirs = dump_dirs(base)
-    assert len(dirs) == 1, dirs
-    return dirs[0]
-
-
-def check_vmcore(path: Path, synth, direct: bytes) -> None:
-    assert path.read_bytes() == direct
-    with dumpfilter.open(str(path)) as src:
-        for pfn in synth.nonzero_pfns[::997][:20]:
-            assert src.read_page(int(pfn)) == synth.page(int(pfn))
-
-
-def log_order(err: str, *msgs: str) -> None:
-    """Each message is logged, in this order."""
-    pos = -1
-    for m in msgs:
-        i = err.find(m, pos + 1)
-        assert i > pos, f"{m!r} missing or out of order in:\n{err}"
-        pos = i
-
-
 # --- local and file-system targets ----------------------------------------------------------------------
 
 
@@ -153,22 +54,6 @@ def test_local_target_end_to_end(ctl, synth, direct, tmp_path):
               "kdump: saving vmcore\n", "--num-threads=", "kdump: saving vmcore complete", "kdump: Executing final action reboot")
     assert ctl.actions == ["reboot"]
     assert "kdump: saving vmcore complete" in (d / "kexec-dmesg.log").read_text()
-
-
-@pytest.mark.real
-def test_local_target_saves_dmesg_first(ctl, realcore_61, tmp_path):
-    rootfs = tmp_path / "rootfs"
-    r = ctl.capture("final_action halt\n", realcore_61, "--rootfs", rootfs)  # local target = the root fs
-    assert r.returncode == 0, r.stderr
-    d = one_dump_dir(rootfs / "var/crash")
-    dmesg = d / "vmcore-dmesg.txt"
-    assert "Linux version 6.1" in dmesg.read_text()
-    assert dmesg.stat().st_mode & 0o777 == 0o600
-    assert not (d / "vmcore-dmesg-incomplete.txt").exists() and not (d / "vmcore-incomplete").exists()
-    log_order(r.stderr, "kdump: saving vmcore-dmesg.txt complete", "kdump: saving vmcore\n", "kdump: saving vmcore complete")
-    with dumpfilter.open(str(d / "vmcore")) as src:
-        assert src.vmcoreinfo_raw and b"OSRELEASE=6.1" in src.vmcoreinfo_raw
-    assert ctl.actions == ["halt"]
 
 
 def test_incomplete_dump_kept_and_failure_action(ctl, synth, tmp_path):
@@ -388,121 +273,6 @@ def test_host_ip_from_routes(tmp_path, monkeypatch):
 # --- ssh to a real sshd on loopback ---------------------------------------------------------------------
 
 
-SSHD = "/usr/sbin/sshd"
-
-
-def _ensure_openssh() -> str | None:
-    """None if sshd, ssh and ssh-keygen are there (installing them if we can), else why not."""
-    if all(shutil.which(t) for t in ("ssh", "scp", "ssh-keygen")) and os.path.exists(SSHD):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "openssh-server/openssh-client are not installed and cannot be installed (not root or no apt-get)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        r = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server",
-                            "openssh-client"], capture_output=True, text=True, timeout=600, env=env)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"apt-get install openssh-server openssh-client failed: {e}"
-    if r.returncode != 0 or not os.path.exists(SSHD):
-        return f"apt-get install openssh-server openssh-client failed: {r.stderr.strip()[-300:]}"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Sshd:
-    def __init__(self, d: Path) -> None:
-        self.dir = d
-        self.remote_bin = d / "remote-bin"  # the remote PATH starts here; tests add/remove pydumpfile
-        self.remote_bin.mkdir()
-        for name in ("hostkey", "id"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pykdumpctl-test", "-f", str(d / name)],
-                           check=True, timeout=60, capture_output=True)
-        self.key = d / "id"
-        (d / "authorized_keys").write_text((d / "id.pub").read_text())
-        # The remote environment must not depend on root's dotfiles (which may put a pydumpfile on PATH):
-        # every session goes through this wrapper with a fixed PATH.
-        wrapper = script(d / "session", f"""PATH={self.remote_bin}:/usr/sbin:/usr/bin:/sbin:/bin; export PATH
-case "$SSH_ORIGINAL_COMMAND" in
-    internal-sftp|sftp|*sftp-server) exec /usr/lib/openssh/sftp-server ;;
-esac
-exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"
-""")
-        self.port = _free_port()
-        (d / "sshd_config").write_text(f"""ListenAddress 127.0.0.1
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
-StrictModes no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UsePAM no
-ForceCommand {wrapper}
-Subsystem sftp internal-sftp
-""")
-        self.known_hosts = d / "known_hosts"
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {(d / 'hostkey.pub').read_text()}")
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-        self.log = open(d / "sshd.log", "wb")
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-p", str(self.port), "-f", str(d / "sshd_config"),
-                                      "-h", str(d / "hostkey")], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited: {(d / 'sshd.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("sshd did not start listening")
-                time.sleep(0.05)
-
-    def ssh_opts(self, known_hosts: Path | None = None) -> str:
-        return f"-F /dev/null -o Port={self.port} -o UserKnownHostsFile={known_hosts or self.known_hosts} " \
-               "-o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR"
-
-    def remote_pydumpfile(self, present: bool) -> None:
-        p = self.remote_bin / "pydumpfile"
-        if present:
-            script(p, f'PYTHONPATH={REPO} exec {sys.executable} -m dumpfilter "$@"\n')
-        elif p.exists():
-            p.unlink()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.log.close()
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    why = _ensure_openssh()
-    if why:
-        pytest.skip(why)
-    if os.geteuid() != 0:
-        pytest.skip("sshd on loopback needs root (it logs in as root)")
-    server = Sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
-
-
-def ssh_capture(ctl: Ctl, sshd: Sshd, vmcore, remote: Path, extra_conf: str = "", *args: str,
-                known_hosts: Path | None = None) -> subprocess.CompletedProcess:
-    conf = f"ssh root@127.0.0.1\nsshkey {sshd.key}\npath {remote}\n{extra_conf}"
-    return ctl.capture(conf, vmcore, *args, env={cap.SSH_OPTS_ENV: sshd.ssh_opts(known_hosts)})
-
-
 def test_ssh_remote_rearranges_with_pydumpfile(ctl, sshd, synth, direct, tmp_path):
     sshd.remote_pydumpfile(True)
     remote = tmp_path / "remote"
@@ -579,17 +349,3 @@ def test_ssh_unknown_host_key_is_refused(ctl, sshd, synth, tmp_path):
     assert "mkdir -p" in r.stderr and "failed, exitcode:255" in r.stderr
     assert not remote.exists()
     assert ctl.actions == ["reboot"]
-
-
-@pytest.mark.real
-def test_ssh_saves_dmesg_of_a_real_vmcore(ctl, sshd, realcore_61, tmp_path):
-    sshd.remote_pydumpfile(True)
-    remote = tmp_path / "remote"
-    r = ssh_capture(ctl, sshd, realcore_61, remote)
-    assert r.returncode == 0, r.stderr
-    d = one_dump_dir(remote)
-    assert sorted(p.name for p in d.iterdir()) == ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
-    assert "Linux version 6.1" in (d / "vmcore-dmesg.txt").read_text()
-    log_order(r.stderr, "saving vmcore-dmesg.txt complete", "kdump: saving vmcore\n", "saving vmcore complete")
-    with dumpfilter.open(str(d / "vmcore")) as src:
-        assert b"OSRELEASE=6.1" in src.vmcoreinfo_raw

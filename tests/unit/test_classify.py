@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from fixtures import synthetic as S
-from tests.helpers import KdumpFile, run
+from tests.helpers import KdumpFile, error_lines, run
 
 LEVELS = [2, 4, 8, 16, 31, 6, 24]
 ERAS = ["kernel61", "kernel612"]
@@ -456,7 +456,7 @@ def test_bad_kernel_data(corrupt, tmp_path):
     assert time.monotonic() - t < 10
     err = r.stderr.decode()
     assert r.returncode == 1, (r.returncode, err)
-    lines = err.strip().splitlines()
+    lines = error_lines(err)
     assert len(lines) == 1 and lines[0].startswith("pydumpfile: "), lines
     assert "Traceback" not in err
     assert re.search(needle, lines[0]), lines[0]

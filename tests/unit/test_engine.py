@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.helpers import PYDUMPFILE, KdumpFile, run
+from tests.helpers import PYDUMPFILE, KdumpFile, error_lines, run
 
 
 @pytest.mark.parametrize("codec", ["-l", "-c", "-z", "-p"])
@@ -86,7 +86,7 @@ def test_worker_failure_stops_the_run(synth, tmp_path):
     out = tmp_path / "out"
     r = run(["-z", "-d", "1", "--num-threads", "2", bad, out], timeout=60)
     assert r.returncode == 1
-    lines = r.stderr.decode().strip().splitlines()
+    lines = error_lines(r.stderr)
     assert len(lines) == 1 and "decompression failed" in lines[0] and "incomplete" in lines[0]
     assert KdumpFile.load(str(out)).status & 0x8
 

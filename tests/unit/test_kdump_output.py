@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import KdumpFile, drgn_program, file_mode, run
+from tests.helpers import KdumpFile, drgn_program, error_lines, file_mode, run
 
 CODECS = {"none": [], "zlib": ["-c"], "lzo": ["-l"], "snappy": ["-p"], "zstd": ["-z"]}
 
@@ -82,7 +82,7 @@ def test_output_mode_and_overwrite(synth, tmp_path):
     assert file_mode(str(out)) == 0o600
     r = run(["-d", "1", synth.path, out])
     assert r.returncode == 1
-    assert b"already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert b"already exists" in r.stderr and len(error_lines(r.stderr)) == 1
     os.chmod(out, 0o644)
     r = run(["-f", "-l", "-d", "1", synth.path, out])
     assert r.returncode == 0
@@ -135,7 +135,7 @@ def test_no_vmcoreinfo_level0_still_works(synth_novmci, tmp_path):
         assert kd.page(pfn) == synth_novmci.page(pfn)
     r = run(["-d", "31", synth_novmci.path, tmp_path / "d31"])
     assert r.returncode == 1
-    assert b"VMCOREINFO" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert b"VMCOREINFO" in r.stderr and len(error_lines(r.stderr)) == 1
     assert not (tmp_path / "d31").exists()
 
 

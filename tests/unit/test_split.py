@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tests.helpers import KdumpFile, makedumpfile, run
+from tests.helpers import KdumpFile, error_lines, makedumpfile, run
 
 SUB = struct.Struct("<QiiQQqQqQqQQQQ")
 
@@ -69,7 +69,7 @@ def test_sets_that_do_not_belong_together(synth, synth_novmci, tmp_path):
         out = tmp_path / "out"
         r = run(["--reassemble", *parts, out])
         assert r.returncode == 1 and said in r.stderr, r.stderr
-        assert len(r.stderr.decode().strip().splitlines()) == 1
+        assert len(error_lines(r.stderr)) == 1
         assert not out.exists()
 
 
