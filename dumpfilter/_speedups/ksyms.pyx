@@ -55,13 +55,9 @@ def btf_scan(const uint8_t[::1] buf):
     return offs, names, kinds
 
 
-def kallsyms_expand(const uint8_t[::1] names, Py_ssize_t count, const uint8_t[::1] table,
-                    const uint16_t[::1] index):
-    """Expand ``count`` kallsyms names into one blob ``b"\\nTname\\nTname...\\n"`` (T is the type
-    letter; a bytearray, not copied). Returns (blob, bytes of ``names`` used). ValueError if ``names`` ends early or a token
-    points outside ``table``."""
-    cdef Py_ssize_t tlen[256]
-    cdef Py_ssize_t i, j, t, pos = 0, total = 1, ln, done = 0, tn = table.shape[0], nn = names.shape[0]
+cdef int _token_lengths(const uint8_t[::1] table, const uint16_t[::1] index, Py_ssize_t *tlen) except -1:
+    """The length of each of the 256 kallsyms tokens (NUL-terminated in ``table``, at ``index[t]``)."""
+    cdef Py_ssize_t t, j, ln, tn = table.shape[0]
     if index.shape[0] < 256:
         raise ValueError("kallsyms_token_index has fewer than 256 entries")
     for t in range(256):
@@ -72,18 +68,40 @@ def kallsyms_expand(const uint8_t[::1] names, Py_ssize_t count, const uint8_t[::
         while j + ln < tn and table[j + ln] != 0:
             ln += 1
         tlen[t] = ln
+    return 0
+
+
+cdef inline Py_ssize_t _name_len(const uint8_t[::1] names, Py_ssize_t *pos) noexcept nogil:
+    """The token count of the kallsyms name at ``pos[0]`` (one byte, or two when the first has bit 7 set)
+    and ``pos[0]`` moved past the length; -1 if the name does not fit in ``names``."""
+    cdef Py_ssize_t p = pos[0], nn = names.shape[0], ln
+    if p >= nn:
+        return -1
+    ln = names[p]
+    p += 1
+    if ln & 0x80:
+        if p >= nn:
+            return -1
+        ln = (ln & 0x7F) | (<Py_ssize_t>names[p] << 7)
+        p += 1
+    if p + ln > nn:
+        return -1
+    pos[0] = p
+    return ln
+
+
+def kallsyms_expand(const uint8_t[::1] names, Py_ssize_t count, const uint8_t[::1] table,
+                    const uint16_t[::1] index):
+    """Expand ``count`` kallsyms names into one blob ``b"\\nTname\\nTname...\\n"`` (T is the type
+    letter; a bytearray, not copied). Returns (blob, bytes of ``names`` used). ValueError if ``names`` ends early or a token
+    points outside ``table``."""
+    cdef Py_ssize_t tlen[256]
+    cdef Py_ssize_t i, j, t, pos = 0, total = 1, ln, done = 0, tn = table.shape[0], nn = names.shape[0]
+    _token_lengths(table, index, tlen)
     with nogil:
         for i in range(count):
-            if pos >= nn:
-                break
-            ln = names[pos]
-            pos += 1
-            if ln & 0x80:
-                if pos >= nn:
-                    break
-                ln = (ln & 0x7F) | (<Py_ssize_t>names[pos] << 7)
-                pos += 1
-            if pos + ln > nn:
+            ln = _name_len(names, &pos)
+            if ln < 0:
                 pos = nn + 1
                 break
             total += 1
@@ -121,57 +139,7 @@ def kallsyms_find(const uint8_t[::1] names, Py_ssize_t count, const uint8_t[::1]
     """(index, type letter) of the first of ``count`` kallsyms names that expands to ``want`` (without
     its type letter), or (-1, 0). Each name is expanded into a small buffer and compared; nothing is
     kept (the whole table expanded is megabytes, the capture kernel's memory is scarce)."""
-    cdef Py_ssize_t tlen[256]
-    cdef Py_ssize_t i, j, t, k, pos = 0, ln, tn = table.shape[0], nn = names.shape[0], wn = len(want), op
-    cdef uint8_t buf[1024]
-    cdef const uint8_t *w = want
-    cdef bint ok
-    if index.shape[0] < 256:
-        raise ValueError("kallsyms_token_index has fewer than 256 entries")
-    for t in range(256):
-        j = index[t]
-        if j >= tn:
-            raise ValueError("kallsyms token index beyond the token table")
-        ln = 0
-        while j + ln < tn and table[j + ln] != 0:
-            ln += 1
-        tlen[t] = ln
-    if wn + 1 > 1024:
-        return -1, 0
-    with nogil:
-        for i in range(count):
-            if pos >= nn:
-                break
-            ln = names[pos]
-            pos += 1
-            if ln & 0x80:
-                if pos >= nn:
-                    break
-                ln = (ln & 0x7F) | (<Py_ssize_t>names[pos] << 7)
-                pos += 1
-            if pos + ln > nn:
-                break
-            op = 0
-            ok = True
-            for j in range(pos, pos + ln):
-                t = names[j]
-                if op + tlen[t] > wn + 1:
-                    ok = False
-                    break
-                for k in range(tlen[t]):
-                    buf[op] = table[index[t] + k]
-                    op += 1
-            pos += ln
-            if ok and op == wn + 1:
-                ok = True
-                for k in range(wn):
-                    if buf[k + 1] != w[k]:
-                        ok = False
-                        break
-                if ok:
-                    with gil:
-                        return i, buf[0]
-    return -1, 0
+    return kallsyms_find_many(names, count, table, index, [want])[0]
 
 
 def u32_find_all(const uint32_t[::1] arr, uint32_t value):
@@ -221,30 +189,15 @@ def kallsyms_find_many(const uint8_t[::1] names, Py_ssize_t count, const uint8_t
     cdef long long[::1] ov = offs
     cdef long long[::1] rv = res
     cdef uint8_t[::1] letv = lets
-    if index.shape[0] < 256:
-        raise ValueError("kallsyms_token_index has fewer than 256 entries")
     for q in range(1, nw):
         ov[q] = ov[q - 1] + lv[q - 1]
-    for t in range(256):
-        j = index[t]
-        if j >= tn:
-            raise ValueError("kallsyms token index beyond the token table")
-        ln = 0
-        while j + ln < tn and table[j + ln] != 0:
-            ln += 1
-        tlen[t] = ln
+    _token_lengths(table, index, tlen)
     with nogil:
         for i in range(count):
-            if pos >= nn or left == 0:
+            if left == 0:
                 break
-            ln = names[pos]
-            pos += 1
-            if ln & 0x80:
-                if pos >= nn:
-                    break
-                ln = (ln & 0x7F) | (<Py_ssize_t>names[pos] << 7)
-                pos += 1
-            if pos + ln > nn:
+            ln = _name_len(names, &pos)
+            if ln < 0:
                 break
             op = 0
             ok = True
