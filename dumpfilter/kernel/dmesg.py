@@ -35,9 +35,14 @@ CALLER_CPU_FLAG = 0x80000000
 PID_CHARS_DEFAULT = 8
 MAX_SIZE_BITS = 31  # the kernel refuses log_buf_len > 2 GiB (LOG_BUF_LEN_MAX)
 MAX_STRUCT = 1 << 16  # bytes: no printk structure is near this; a larger SIZE() is corruption
+# Descriptors between tail and head that hold no record (another id, not committed, no data): a real
+# ring has a few (records being written, empty messages); a corrupt one may have up to 2^31, each a step
+# of the walk. Past this many the ring is taken as corrupt, so the walk stays short.
+MAX_SKIPPED = 1 << 16
 
 
 Reader = Callable[[int, int], bytes]
+_U64 = struct.Struct("<Q")
 
 
 class DmesgError(KernelDataError):
@@ -150,6 +155,16 @@ class _Lazy:
                 self.blocks.pop(next(iter(self.blocks)))
             self.blocks[b] = got
         return got
+
+    def u64(self, off: int) -> int:
+        """The little-endian 64-bit value at ``off`` (the walk's fast path: no slice object)."""
+        b, o = divmod(off, self.BLOCK)
+        if 0 <= off and off + 8 <= self.size and o + 8 <= self.BLOCK:
+            blk = self.blocks.get(b)
+            if blk is None:
+                blk = self._block(b)
+            return int(_U64.unpack_from(blk, o)[0])
+        return int.from_bytes(self[off : off + 8], "little")
 
     def __getitem__(self, sl: slice) -> bytes:
         start, stop, _ = sl.indices(self.size)
@@ -273,20 +288,32 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
                 tail, span = (head - delta) & DESC_ID_MASK, delta
 
     out: list[Record] = []
+    skipped = 0
+    # The live records' data blocks are disjoint parts of the text ring: their bytes (with each block's
+    # ID word) add up to at most its size. More means the descriptors point at the same data again and
+    # again, which would make the output (and our memory) as large as they like. Twice the size leaves
+    # room for a ring caught while its tail was being pushed.
+    text_budget = 2 * size
     for k in range(span + 1):
         rid = (tail + k) & DESC_ID_MASK
         idx = rid % count
         d = idx * sz_desc
-        sv = int.from_bytes(descs[d + o_state : d + o_state + 8], "little")
-        if sv & DESC_ID_MASK != rid:
-            continue  # desc_miss
-        if (sv >> DESC_FLAGS_SHIFT) & 3 not in (DESC_COMMITTED, DESC_FINALIZED):
-            continue
-        begin_lpos = int.from_bytes(descs[d + o_begin : d + o_begin + 8], "little")
-        next_lpos = int.from_bytes(descs[d + o_next : d + o_next + 8], "little")
+        sv = descs.u64(d + o_state)
+        begin_lpos = next_lpos = 0
+        if sv & DESC_ID_MASK == rid and (sv >> DESC_FLAGS_SHIFT) & 3 in (DESC_COMMITTED, DESC_FINALIZED):
+            begin_lpos = int.from_bytes(descs[d + o_begin : d + o_begin + 8], "little")
+            next_lpos = int.from_bytes(descs[d + o_next : d + o_next + 8], "little")
         begin, nxt = begin_lpos % size, next_lpos % size
         if begin == nxt:
-            continue  # data-less record (also FAILED_LPOS / NO_LPOS)
+            # desc_miss, a record not committed, or a data-less one (also FAILED_LPOS / NO_LPOS).
+            # makedumpfile walks on through any number of them (up to 2^31 on a corrupt ring); we stop.
+            skipped += 1
+            if skipped > MAX_SKIPPED:
+                raise DmesgError(
+                    f"the printk ring buffer is corrupt: more than {MAX_SKIPPED} of the {span + 1} descriptors "
+                    f"from tail_id {tail:#x} to head_id {head:#x} hold no record"
+                )
+            continue
         i = idx * sz_info
         tlen = int.from_bytes(infos[i + o_len : i + o_len + 2], "little")
         if begin > nxt:
@@ -301,6 +328,12 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
         if nxt >= begin and nxt - begin < tlen:
             tlen = nxt - begin  # truncated message
         # (when next < begin + 8 makedumpfile reads past the block; we clamp to the ring)
+        text_budget -= 8 + max(0, min(tlen, size - begin))
+        if text_budget < 0:
+            raise DmesgError(
+                f"the printk ring buffer is corrupt: its records' text adds up to more than twice the "
+                f"{size}-byte text ring (descriptors point at the same data)"
+            )
         body = text[begin : begin + tlen]
         ts = int.from_bytes(infos[i + o_ts : i + o_ts + 8], "little")
         cid = int.from_bytes(infos[i + o_cid : i + o_cid + 4], "little") if o_cid is not None else None
@@ -352,6 +385,13 @@ def printk_log_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> t
         length = u16(ptr + o_len)
         rec = 0 if length == 0 else ptr  # len 0: wrap marker, the record is at the start
         tlen = u16(rec + o_tlen)
+        rec_len = u16(rec + o_len)
+        if rec_len >= hdr:
+            # log_store() makes len = SIZE(printk_log) + text_len + dict_len + padding: the text lies
+            # inside the record. A larger text_len is corruption; makedumpfile prints it (up to 64 KiB
+            # of whatever follows, for every record, which makes the log grow without bound); we
+            # keep the text within its record.
+            tlen = min(tlen, rec_len - hdr)
         ts = int.from_bytes(buf[rec + o_ts : rec + o_ts + 8], "little")
         cid = int.from_bytes(buf[rec + o_cid : rec + o_cid + 4], "little") if o_cid is not None else None
         out.append(Record(ts, buf[rec + hdr : rec + hdr + tlen], cid))
