@@ -13,6 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from dumpfilter.errors import DumpfilterError
 from dumpfilter.kernel.vmcoreinfo import VmcoreInfo
 from dumpfilter.source import open_source, parse_notes
 from fixtures.synthetic import SynthSpec, generate
@@ -202,3 +203,27 @@ def test_parse_notes_any_bytes(blob, be):
     if isinstance(got, list):
         for n in got:
             assert n.desc_offset + len(n.desc) <= len(blob)
+
+
+# --- regressions found by the properties -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("key, value", [
+    ("NUMBER(PG_lru)", "ffffffffffffffff"),  # fits u64, not the classifier's int64
+    ("OFFSET(page.compound_head)", "9223372036854775808"),
+    ("LENGTH(zone.free_area)", "111111111111111111111111111111"),  # wider than 64 bits
+    ("OFFSET(page._mapcount)", "-fffffffffffffffff"),
+    ("SYMBOL(mem_section)", "10000000000000000"),
+    ("NUMBER(phys_base)", "1" * 1000),
+    ("KERNELOFFSET", "1" + "0" * 30),
+])
+def test_vmcoreinfo_values_beyond_64_bits(tiny, tmp_path, key, value):
+    """A VMCOREINFO value that does not fit the 64-bit field it ends up in used to end in an
+    OverflowError (\"internal error\") when packed for the classifier; it is now refused, or ignored
+    as an invalid value, where it is parsed."""
+    from tests.hostile import set_value
+
+    with patched(tiny.path, vmcoreinfo_patch(tiny.path, set_value(key, value))):
+        for argv in (["--dry-run", "-l", "-d", "31", tiny.path], ["-E", "-d", "31", tiny.path, str(tmp_path / "o")]):
+            got = bounded(run_cli, argv)
+            assert got == 0 or isinstance(got, DumpfilterError), got
