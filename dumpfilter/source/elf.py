@@ -91,6 +91,9 @@ def parse_elf_headers(fv: ByteView) -> ElfLayout:
         if seg.type == PT_NOTE:
             note = seg  # the last PT_NOTE wins, as in makedumpfile
         elif seg.type == PT_LOAD:
+            if seg.paddr + seg.memsz > 1 << es.elf_class:
+                raise InputError(f"{fv.path}: PT_LOAD {i} (paddr {seg.paddr:#x}, {seg.memsz:#x} bytes) runs past the "
+                                 f"end of the {es.elf_class}-bit physical address space")
             if seg.filesz > seg.memsz:
                 raise InputError(f"{fv.path}: PT_LOAD {i} has p_filesz {seg.filesz:#x} > p_memsz {seg.memsz:#x}")
             if seg.offset + seg.filesz > fv.size:

@@ -227,3 +227,28 @@ def test_vmcoreinfo_values_beyond_64_bits(tiny, tmp_path, key, value):
         for argv in (["--dry-run", "-l", "-d", "31", tiny.path], ["-E", "-d", "31", tiny.path, str(tmp_path / "o")]):
             got = bounded(run_cli, argv)
             assert got == 0 or isinstance(got, DumpfilterError), got
+
+
+def _phdr_patch(path, index: int, **change) -> dict[int, bytes]:
+    phoff, phentsize, phdrs = elf_phdrs(path)
+    names = ["type", "flags", "offset", "vaddr", "paddr", "filesz", "memsz", "align"]
+    ph = dict(zip(names, phdrs[index]))
+    ph.update(change)
+    return {phoff + index * phentsize: struct.pack("<IIQQQQQQ", *(ph[n] for n in names))}
+
+
+def test_load_whose_virtual_range_wraps(tiny, tmp_path):
+    """p_vaddr near 2^64 (kexec-tools writes -1 where it knows no virtual address): the -E writer's
+    p_vaddr of a piece, vaddr + (piece - segment start), overflowed struct.pack ("internal error");
+    it now wraps at 64 bits as the C arithmetic does."""
+    out = tmp_path / "out"
+    with patched(tiny.path, _phdr_patch(tiny.path, 3, vaddr=(1 << 64) - 1)):
+        assert bounded(run_cli, ["-E", "-d", "1", tiny.path, str(out)]) == 0
+    _, _, phdrs = elf_phdrs(out)
+    assert all(p[3] < 1 << 64 for p in phdrs)
+
+
+def test_load_whose_physical_range_wraps(tiny, tmp_path):
+    with patched(tiny.path, _phdr_patch(tiny.path, 3, paddr=(1 << 64) - 0x10)):
+        got = bounded(run_cli, ["-E", "-d", "1", tiny.path, str(tmp_path / "out")])
+    assert isinstance(got, DumpfilterError) and "physical address space" in str(got)
