@@ -6,6 +6,7 @@ notes; each PT_LOAD maps [p_paddr, p_paddr+p_memsz) with p_filesz bytes at p_off
 from __future__ import annotations
 
 import bisect
+import heapq
 import mmap
 import os
 
@@ -160,25 +161,34 @@ class ElfSource(DumpSource):
         return VmcoreInfo.parse(raw).page_size
 
     def _build_read_index(self) -> None:
-        """Disjoint physical ranges backed by file data; the first PT_LOAD in header order wins."""
+        """Disjoint physical ranges backed by file data; the first PT_LOAD in header order wins.
+
+        A sweep over the segments' ends with a heap of the segments covering the current point (the
+        one first in header order on top): O(n log n) in the number of PT_LOADs, where subtracting
+        every earlier segment from each one was O(n^2) (minutes for the 65535 PT_LOADs a header can
+        claim)."""
+        segs = [(s.paddr, s.paddr + s.filesz, s.offset) for s in self.loads if s.filesz > 0]
+        points = sorted({p for a, b, _ in segs for p in (a, b)})
+        by_start = sorted(range(len(segs)), key=lambda i: segs[i][0])
+        heap: list[int] = []  # indexes (header order) of the segments that have started
         covered: list[tuple[int, int, int]] = []  # (pstart, pend, file_offset_of_pstart)
-        for seg in self.loads:
-            pieces = [(seg.paddr, seg.paddr + seg.filesz)]
-            for cs, ce, _ in covered:
-                nxt = []
-                for s, e in pieces:
-                    if e <= cs or s >= ce:
-                        nxt.append((s, e))
-                        continue
-                    if s < cs:
-                        nxt.append((s, cs))
-                    if e > ce:
-                        nxt.append((ce, e))
-                pieces = nxt
-            for s, e in pieces:
-                if e > s:
-                    covered.append((s, e, seg.offset + (s - seg.paddr)))
-        covered.sort()
+        winner: list[int] = []  # the segment of each covered range
+        k = 0
+        for j in range(len(points) - 1):
+            x, nx = points[j], points[j + 1]
+            while k < len(by_start) and segs[by_start[k]][0] <= x:
+                heapq.heappush(heap, by_start[k])
+                k += 1
+            while heap and segs[heap[0]][1] <= x:
+                heapq.heappop(heap)  # ended (segments ended below the top go when they reach it)
+            if not heap:
+                continue
+            i = heap[0]
+            if covered and covered[-1][1] == x and winner[-1] == i:
+                covered[-1] = (covered[-1][0], nx, covered[-1][2])
+            else:
+                covered.append((x, nx, segs[i][2] + (x - segs[i][0])))
+                winner.append(i)
         self._starts = [c[0] for c in covered]
         self._ranges = covered
 
