@@ -41,6 +41,18 @@ if TYPE_CHECKING:
         def close(self) -> None: ...
 
 NT_PRSTATUS = 1
+# The notes (a few KiB: one NT_PRSTATUS per CPU, VMCOREINFO) and the eraseinfo (a line per erased
+# symbol) are read whole. A header claiming more is corrupt; refused before reading, so that the
+# memory does not follow the claim (a flattened file's view can claim up to 128 TiB).
+MAX_NOTES = 16 << 20
+MAX_ERASEINFO = 16 << 20
+
+
+def check_blob_size(size: int, limit: int, what: str, path: str) -> None:
+    """InputError when a header says ``what`` takes ``size`` bytes, more than ``limit``."""
+    if size > limit:
+        raise InputError(f"{path}: the {what} would take {size} bytes (at most {limit >> 20} MiB expected); "
+                         "the header is corrupt")
 _NHDR = struct.Struct("<III")
 _NHDR_BE = struct.Struct(">III")
 

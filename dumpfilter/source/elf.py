@@ -15,7 +15,7 @@ from ..record import dataclass
 from ..bitmap import Bitmap
 from ..errors import InputError
 from ..layouts import ELF_IDENT_SIZE, ET_CORE, PN_XNUM, PT_LOAD, PT_NOTE, ElfStructs
-from .base import DumpSource, FileView, SourceInfo, host_page_size, parse_notes
+from .base import MAX_NOTES, DumpSource, FileView, SourceInfo, check_blob_size, host_page_size, parse_notes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,6 +131,7 @@ class ElfSource(DumpSource):
             self.elf_machine = self.layout.machine
             note = self.layout.note
             if note is not None and note.filesz:
+                check_blob_size(note.filesz, MAX_NOTES, "PT_NOTE segment", path)
                 self.note_blob = self.fv.pread(note.offset, note.filesz, "PT_NOTE data (truncated notes)")
             else:
                 self.note_blob = b""

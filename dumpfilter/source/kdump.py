@@ -22,7 +22,7 @@ from ..layouts import (
     KdumpSubHeader,
 )
 from ..kernel.arch.machines import e_machine_of_uname, machine_of_notes
-from .base import DumpSource, FileView, SourceInfo, parse_notes
+from .base import MAX_ERASEINFO, MAX_NOTES, DumpSource, FileView, SourceInfo, check_blob_size, parse_notes
 
 RANK_BLOCK = 1 << 21  # pfns per entry of the descriptor rank index (a 256 KiB slice of the 2nd bitmap)
 
@@ -73,6 +73,7 @@ class KdumpSource(DumpSource):
         self.page_size = bs
         self.max_mapnr = max_mapnr
         if h.header_version >= 4 and sub.offset_note and sub.size_note:
+            check_blob_size(sub.size_note, MAX_NOTES, "notes", path)
             self.note_blob = fv.pread(sub.offset_note, sub.size_note, "notes")
             self.notes = parse_notes(self.note_blob)
         else:
@@ -96,6 +97,7 @@ class KdumpSource(DumpSource):
         self._block: tuple[int, Bitmap] | None = None  # the 2nd bitmap of the last RANK_BLOCK read
         erase = b""
         if h.header_version >= 5 and sub.offset_eraseinfo and sub.size_eraseinfo:
+            check_blob_size(sub.size_eraseinfo, MAX_ERASEINFO, "eraseinfo", path)
             erase = fv.pread(sub.offset_eraseinfo, sub.size_eraseinfo, "eraseinfo")
         self.info = SourceInfo(
             timestamp=(h.tv_sec, h.tv_usec),

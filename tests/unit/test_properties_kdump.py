@@ -159,3 +159,39 @@ def test_flattened_from_scratch(tmp_path_factory, stream):
     path = tmp_path_factory.getbasetemp() / "flat-scratch"
     path.write_bytes(stream)
     exercise_flat(str(path), stream)
+
+
+# --- regressions found by the properties -----------------------------------------------------------
+
+
+def far_flattened(head: bytes, tmp_path, name: str) -> str:
+    """A flattened file holding ``head`` at offset 0 and 8 bytes at 1 TiB: its view claims 1 TiB."""
+    path = tmp_path / name
+    path.write_bytes(FLAT_HEADER.pack(b"makedumpfile", 1, 1).ljust(FLAT_HEADER_SIZE, b"\0")
+                     + FLAT_RECORD.pack(0, len(head)) + head + FLAT_RECORD.pack(1 << 40, 8) + bytes(8)
+                     + FLAT_RECORD.pack(-1, -1))
+    return str(path)
+
+
+@pytest.mark.parametrize("field, what", [(BS + 56, "notes"), (BS + 72, "eraseinfo")])
+def test_notes_and_eraseinfo_larger_than_16_mib_are_refused(kdump, tmp_path, field, what):
+    """A kdump header claiming 1 GiB of notes or eraseinfo, in a file that can hold them (here a
+    flattened one whose records reach 1 TiB): they were read whole, 1 GiB of memory."""
+    path, regions = kdump
+    with open(path, "rb") as f:
+        head = bytearray(f.read(regions["headers"][1]))
+    struct.pack_into("<QQ", head, field - 8, 0x3000, 1 << 30)  # (offset, size)
+    got = bounded(exercise_source, far_flattened(bytes(head), tmp_path, "far"))
+    assert "at most 16 MiB" in str(got) and what in str(got), got
+
+
+def test_pt_note_larger_than_16_mib_is_refused(kdump, tmp_path):
+    path, _ = kdump
+    vmcore = path.rsplit("/", 1)[0] + "/vmcore"
+    with open(vmcore, "rb") as f:
+        head = bytearray(f.read(8192))
+    phoff, = struct.unpack_from("<Q", head, 32)
+    k = next(i for i in range(4) if struct.unpack_from("<I", head, phoff + 56 * i)[0] == 4)
+    struct.pack_into("<QQ", head, phoff + 56 * k + 32, 1 << 30, 1 << 30)  # p_filesz, p_memsz
+    got = bounded(exercise_source, far_flattened(bytes(head), tmp_path, "far-elf"))
+    assert "at most 16 MiB" in str(got) and "PT_NOTE" in str(got), got
