@@ -172,6 +172,12 @@ class DumpSource(ABC):
     def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         """Fill ``out`` with ``count`` pages starting at ``pfn``."""
 
+    def data_ranges(self) -> list[tuple[int, int]] | None:
+        """Ascending, disjoint pfn ranges [start, end) outside which the input holds no page contents
+        (they may hold some pfns without): what the kernel-memory scans are bounded by. None: unknown,
+        all of [0, max_mapnr)."""
+        return None
+
     def window_reader(self, use_mmap: bool = True) -> WindowReader:
         """What the compression stage reads windows of pages with (``_speedups/reader.pyx``): here one
         ``read_pages`` call per run of pages; a plain ELF file is read in C instead."""

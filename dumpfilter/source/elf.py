@@ -193,6 +193,18 @@ class ElfSource(DumpSource):
         self._starts = [c[0] for c in covered]
         self._ranges = covered
 
+    def data_ranges(self) -> list[tuple[int, int]] | None:
+        """The pfns of the PT_LOADs' file data (the read index, in whole pages, merged)."""
+        ps = self.page_size
+        out: list[tuple[int, int]] = []
+        for s, e, _ in self._ranges:
+            a, b = s // ps, -(-e // ps)
+            if out and a <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], b))
+            else:
+                out.append((a, b))
+        return out
+
     # --- bitmaps -------------------------------------------------------------------------------
     def present_bitmap(self, partial_last: bool = False, start: int = 0, end: int | None = None) -> Bitmap:
         """Pfns [start, end) covered by PT_LOADs: [floor(start/ps), floor(end/ps)) each (filtering.md §4.1).

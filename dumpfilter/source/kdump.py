@@ -148,6 +148,27 @@ class KdumpSource(DumpSource):
                     "the file is truncated"
                 )
 
+    def data_ranges(self, grain: int = 4096) -> list[tuple[int, int]] | None:
+        """Pfn ranges, in steps of ``grain`` pfns (a multiple of 8), that hold a set bit of the 2nd
+        bitmap: the descriptors the file has. Read a rank block at a time, only where the rank index
+        says the block has pages; at most one range per ``grain`` pfns with data."""
+        out: list[tuple[int, int]] = []
+        gbytes = grain // 8
+        for k in range(len(self._rank) - 1):
+            if self._rank[k + 1] == self._rank[k]:
+                continue
+            start = k * RANK_BLOCK
+            n = min(RANK_BLOCK, self.max_mapnr - start)
+            raw = self.fv.pread(self._bm2_off + start // 8, (n + 7) // 8, "2nd bitmap")
+            arr = np.frombuffer(raw + bytes(-len(raw) % gbytes), dtype=np.uint8).reshape(-1, gbytes)
+            for g in np.flatnonzero(arr.any(axis=1)).tolist():
+                a, b = start + g * grain, min(start + (g + 1) * grain, self.max_mapnr)
+                if out and out[-1][1] == a:
+                    out[-1] = (out[-1][0], b)
+                else:
+                    out.append((a, b))
+        return out
+
     def present_bitmap(self, partial_last: bool = False, start: int = 0, end: int | None = None) -> Bitmap:
         return self._bitmap_slice(self._bm1_off, start, self.max_mapnr if end is None else end, "1st bitmap")
 

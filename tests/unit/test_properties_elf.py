@@ -272,3 +272,19 @@ def test_many_load_segments_open_in_n_log_n(tmp_path):
     got = bounded(exercise_source, str(path))
     assert got == 20000
     assert bounded(run_cli, ["--dry-run", "-d", "1", str(path)]) == 0
+
+
+def test_mem_map_scan_follows_the_data_not_the_claimed_layout(tiny):
+    """A data-less PT_LOAD at 1 TiB and 32 KiB sections (SECTION_SIZE_BITS=15): find_mem_map made one
+    list entry per section up to max_mapnr (2^25 of them) and read the root array for all of them.
+    Now only the sections that hold file data are decoded."""
+    from tests.hostile import set_value
+
+    phoff, phentsize, phdrs = elf_phdrs(tiny.path)
+    n = len(phdrs)
+    extra = struct.pack("<IIQQQQQQ", 1, 7, 0, 0, 1 << 40, 0, 4096, 0)
+    patch = {phoff + n * phentsize: extra, 56: struct.pack("<H", n + 1)}
+    patch.update(vmcoreinfo_patch(tiny.path, set_value("NUMBER(SECTION_SIZE_BITS)", "15")))
+    with patched(tiny.path, patch):
+        got = bounded(run_cli, ["--dry-run", "-l", "-d", "31", tiny.path])
+    assert got == 0 or isinstance(got, DumpfilterError), got
