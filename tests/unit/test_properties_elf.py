@@ -187,7 +187,7 @@ def elf_images(draw) -> bytes:
 
 
 @given(image=elf_images())
-@prop_settings(150)
+@prop_settings(100)
 @example(image=b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, 0xFFFF, 64, 0, 0))
 def test_elf_from_scratch(tmp_path_factory, image):
     path = tmp_path_factory.getbasetemp() / "scratch.elf"
@@ -197,7 +197,7 @@ def test_elf_from_scratch(tmp_path_factory, image):
 
 
 @given(blob=st.one_of(st.binary(max_size=512), note_blobs(False)), be=st.booleans())
-@prop_settings(300)
+@prop_settings(200)
 def test_parse_notes_any_bytes(blob, be):
     got = bounded(parse_notes, blob, be)
     if isinstance(got, list):

@@ -34,7 +34,7 @@ def exercise_conf(text: str) -> None:
 
 @given(text=st.one_of(mutated_text(FULL, WORDS), st.sampled_from(TARGETS).flatmap(
     lambda t: mutated_text(FULL.replace("xfs LABEL=crash", t), WORDS))))
-@prop_settings(300)
+@prop_settings(150)
 def test_kdump_conf_mutated(text):
     one_line(bounded(exercise_conf, text))
 
@@ -42,7 +42,7 @@ def test_kdump_conf_mutated(text):
 @given(lines=st.lists(st.tuples(st.sampled_from(WORDS + [t.split()[0] for t in TARGETS]),
                                 st.lists(st.sampled_from(WORDS + list(" \"'#=:/@\\x")), max_size=8).map("".join),
                                 st.text(max_size=10)), max_size=12))
-@prop_settings(300)
+@prop_settings(150)
 def test_kdump_conf_from_words(lines):
     text = "\n".join(f"{a} {b}{c}" for a, b, c in lines)
     one_line(bounded(exercise_conf, text))
@@ -74,7 +74,7 @@ def crashkernel_values(draw) -> str:
                      st.integers(1, 1 << 50)),
        arch=st.sampled_from([None, "x86_64", "aarch64", "riscv64", "s390x", "ppc64le", "i686", "mips"]),
        extra=st.sampled_from(["", "quiet ", "crashkernel ", "crashkernel= ", "root=/dev/sda "]))
-@prop_settings(400)
+@prop_settings(200)
 @example(values=["99999999999999999999999M"], ram=1 << 30, arch="x86_64", extra="")
 def test_crashkernel(values, ram, arch, extra):
     cmdline = extra + " ".join(f"crashkernel={v}" for v in values)
@@ -88,7 +88,7 @@ def test_crashkernel(values, ram, arch, extra):
                                                            "LENGTH(mem_section)=2048\nKERNELOFFSET=1e000000\n"
                                                            "CRASHTIME=1764130000\n").map(
     lambda t: t.encode("utf-8", "surrogateescape"))))
-@prop_settings(400)
+@prop_settings(200)
 @example(blob=b"SYMBOL(\x01)=10000000000000000")  # 65 bits: used to reach struct.pack("<Q")
 @example(blob=b"SIZE(page)=" + b"1" * 5000)  # int() refuses more than 4300 digits
 def test_vmcoreinfo_text(blob):
