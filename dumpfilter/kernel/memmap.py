@@ -14,6 +14,7 @@ from .vmcoreinfo import VmcoreInfo
 
 MASK64 = (1 << 64) - 1
 SECTION_MAP_MASK = ~0x1F & MASK64
+MIN_SECTION_SIZE_BITS = 20
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
         raise KernelDataError(f"OFFSET(mem_section.section_mem_map)={off_smm} lies outside SIZE(mem_section)={size_ms}")
     section_size_bits = vi.number.get("SECTION_SIZE_BITS", section_size_bits_default)
     max_physmem_bits = vi.number.get("MAX_PHYSMEM_BITS", max_physmem_bits_default)
-    if not (page_shift <= section_size_bits < max_physmem_bits <= 64):
+    # no kernel has sections below 16 MiB (powerpc's SECTION_SIZE_BITS=24; x86_64 and arm64 27): a
+    # smaller value is corruption, and would multiply the sections to decode (1 MiB is the floor here)
+    if not (max(page_shift, MIN_SECTION_SIZE_BITS) <= section_size_bits < max_physmem_bits <= 64):
         raise KernelDataError(f"SECTION_SIZE_BITS={section_size_bits}, MAX_PHYSMEM_BITS={max_physmem_bits} are not plausible")
     pfn_section_shift = section_size_bits - page_shift
     pages_per_section = 1 << pfn_section_shift

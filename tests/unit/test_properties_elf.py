@@ -275,16 +275,27 @@ def test_many_load_segments_open_in_n_log_n(tmp_path):
 
 
 def test_mem_map_scan_follows_the_data_not_the_claimed_layout(tiny):
-    """A data-less PT_LOAD at 1 TiB and 32 KiB sections (SECTION_SIZE_BITS=15): find_mem_map made one
-    list entry per section up to max_mapnr (2^25 of them) and read the root array for all of them.
-    Now only the sections that hold file data are decoded."""
+    """A data-less PT_LOAD at 2 TiB and 1 MiB sections (SECTION_SIZE_BITS=20): find_mem_map made one
+    list entry and one Section per section up to max_mapnr (2^21 of them; at 16 TiB, 138 MiB) and read
+    the root array for all of them, past the roots that exist, so that the unreadable end failed the
+    whole decode. Now only the sections that hold file data are decoded, and the dump is made.
+    (Sections smaller than 1 MiB are refused: no kernel has them.)"""
     from tests.hostile import set_value
 
     phoff, phentsize, phdrs = elf_phdrs(tiny.path)
     n = len(phdrs)
-    extra = struct.pack("<IIQQQQQQ", 1, 7, 0, 0, 1 << 40, 0, 4096, 0)
+    extra = struct.pack("<IIQQQQQQ", 1, 7, 0, 0, 1 << 41, 0, 4096, 0)
     patch = {phoff + n * phentsize: extra, 56: struct.pack("<H", n + 1)}
-    patch.update(vmcoreinfo_patch(tiny.path, set_value("NUMBER(SECTION_SIZE_BITS)", "15")))
+    edit = lambda t: set_value("LENGTH(mem_section)", str(1 << 18))(set_value("NUMBER(SECTION_SIZE_BITS)", "20")(t))  # noqa: E731
+    patch.update(vmcoreinfo_patch(tiny.path, edit))  # (LENGTH: the roots of 2^26 sections, SPARSEMEM_EXTREME)
     with patched(tiny.path, patch):
         got = bounded(run_cli, ["--dry-run", "-l", "-d", "31", tiny.path])
-    assert got == 0 or isinstance(got, DumpfilterError), got
+    assert got == 0, got
+
+
+def test_sections_smaller_than_1_mib_are_refused(tiny):
+    from tests.hostile import set_value
+
+    with patched(tiny.path, vmcoreinfo_patch(tiny.path, set_value("NUMBER(SECTION_SIZE_BITS)", "15"))):
+        got = bounded(run_cli, ["--dry-run", "-l", "-d", "31", tiny.path])
+    assert isinstance(got, DumpfilterError) and "SECTION_SIZE_BITS=15" in str(got), got
