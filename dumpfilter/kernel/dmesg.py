@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import DumpfilterError, KernelDataError
@@ -39,6 +39,7 @@ MAX_STRUCT = 1 << 16  # bytes: no printk structure is near this; a larger SIZE()
 # ring has a few (records being written, empty messages); a corrupt one may have up to 2^31, each a step
 # of the walk. Past this many the ring is taken as corrupt, so the walk stays short.
 MAX_SKIPPED = 1 << 16
+PLAIN_CHUNK = 1 << 20  # the log is handed on in pieces of about this many bytes
 
 
 Reader = Callable[[int, int], bytes]
@@ -219,6 +220,12 @@ def _bits(v: int, what: str, limit: int) -> int:
 
 def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> list[Record]:
     """The records of the 5.10+ ring, oldest first (dump_lockless_dmesg)."""
+    return list(iter_lockless(read, vi, partial))
+
+
+def iter_lockless(read: Reader, vi: VmcoreInfo, partial: bool = False) -> Iterator[Record]:
+    """The records of the 5.10+ ring, oldest first, one at a time (so that a log as large as the
+    ring, up to 2 GiB, is never held in memory whole)."""
     _need(vi, LOCKLESS_KEYS, "the lockless printk ring buffer (5.10+)")
     O, S = vi.offset, vi.size
     for key in ("printk_ringbuffer", "prb_desc", "printk_info"):
@@ -279,7 +286,7 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
             head_seq = int.from_bytes(infos[i + o_seq : i + o_seq + 8], "little")
             delta = (head_seq - clear_seq) & MASK64
             if delta >= 1 << 63:  # clear_seq > head_seq: cleared after the last record
-                return []
+                return
             if delta < span:
                 tail, span = (head - delta) & DESC_ID_MASK, delta
         else:
@@ -287,7 +294,6 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
             if delta < span:
                 tail, span = (head - delta) & DESC_ID_MASK, delta
 
-    out: list[Record] = []
     skipped = 0
     # The live records' data blocks are disjoint parts of the text ring: their bytes (with each block's
     # ID word) add up to at most its size. More means the descriptors point at the same data again and
@@ -337,8 +343,7 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
         body = text[begin : begin + tlen]
         ts = int.from_bytes(infos[i + o_ts : i + o_ts + 8], "little")
         cid = int.from_bytes(infos[i + o_cid : i + o_cid + 4], "little") if o_cid is not None else None
-        out.append(Record(ts, body, cid))
-    return out
+        yield Record(ts, body, cid)
 
 
 # --- 3.5 – 5.9: struct printk_log in log_buf ------------------------------------------------------
@@ -346,6 +351,14 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
 
 def printk_log_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> tuple[list[Record], DmesgError | None]:
     """The records of a variable-length log_buf, oldest first, and the corruption that stopped the walk."""
+    errors: list[DmesgError] = []
+    recs = list(iter_printk_log(read, vi, partial, errors))
+    return recs, errors[0] if errors else None
+
+
+def iter_printk_log(read: Reader, vi: VmcoreInfo, partial: bool, errors: list[DmesgError]) -> Iterator[Record]:
+    """The records of a variable-length log_buf, oldest first, one at a time; the corruption that
+    stopped the walk, if any, is appended to ``errors``."""
     keys = [("SYMBOL", "log_buf"), ("SYMBOL", "log_buf_len"), ("SYMBOL", "log_first_idx"),
             ("SYMBOL", "log_next_idx"), ("SIZE", "printk_log"), ("OFFSET", "printk_log.ts_nsec"),
             ("OFFSET", "printk_log.len"), ("OFFSET", "printk_log.text_len")]
@@ -373,14 +386,15 @@ def printk_log_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> t
     def corrupt(why: str, p: int) -> DmesgError:
         return DmesgError(f"the printk log_buf is most likely corrupted: {why} (log_buf = {log_buf:#x}, idx = {p:#x})")
 
-    out: list[Record] = []
     if first > blen - hdr:
-        return out, corrupt("log_first_idx outside log_buf", first)
+        errors.append(corrupt("log_first_idx outside log_buf", first))
+        return
     seen: set[int] = set()
     ptr = first
     while ptr != nxt_idx:
         if ptr in seen:  # makedumpfile's Brent detector: keep each record once, then fail
-            return out, corrupt("cycle when parsing dmesg detected", ptr)
+            errors.append(corrupt("cycle when parsing dmesg detected", ptr))
+            return
         seen.add(ptr)
         length = u16(ptr + o_len)
         rec = 0 if length == 0 else ptr  # len 0: wrap marker, the record is at the start
@@ -394,14 +408,15 @@ def printk_log_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> t
             tlen = min(tlen, rec_len - hdr)
         ts = int.from_bytes(buf[rec + o_ts : rec + o_ts + 8], "little")
         cid = int.from_bytes(buf[rec + o_cid : rec + o_cid + 4], "little") if o_cid is not None else None
-        out.append(Record(ts, buf[rec + hdr : rec + hdr + tlen], cid))
+        yield Record(ts, buf[rec + hdr : rec + hdr + tlen], cid)
         step = u16(0 + o_len) if length == 0 else length
         if step < hdr:  # (makedumpfile would go on; this bounds the walk by log_buf_len / SIZE(printk_log))
-            return out, corrupt(f"record length {step} is shorter than SIZE(printk_log)", rec)
+            errors.append(corrupt(f"record length {step} is shorter than SIZE(printk_log)", rec))
+            return
         ptr = rec + step
         if ptr > blen - hdr:
-            return out, corrupt("index outside log_buf detected", ptr)
-    return out, None
+            errors.append(corrupt("index outside log_buf detected", ptr))
+            return
 
 
 # --- before 3.5: plain characters -----------------------------------------------------------------
@@ -413,6 +428,10 @@ def _kernel_version(vi: VmcoreInfo) -> tuple[int, int, int] | None:
 
 
 def plain_log(read: Reader, vi: VmcoreInfo) -> bytes:
+    return b"".join(iter_plain_log(read, vi))
+
+
+def iter_plain_log(read: Reader, vi: VmcoreInfo) -> Iterator[bytes]:
     _need(vi, [("SYMBOL", "log_buf"), ("SYMBOL", "log_buf_len"), ("SYMBOL", "log_end")], "the pre-3.5 log_buf")
     sym = vi.symbol
     ver = _kernel_version(vi)
@@ -424,41 +443,74 @@ def plain_log(read: Reader, vi: VmcoreInfo) -> bytes:
         raise DmesgError(f"the printk log_buf is corrupt: log_buf_len = {blen}")
     buf = _Lazy(read, log_buf, blen, "log_buf")  # read only as far as the dump holds it
     if log_end < blen:
-        return buf[:log_end]
-    idx = log_end & (blen - 1)
-    return buf[idx:] + buf[:idx]
+        spans = [(0, log_end)]
+    else:
+        idx = log_end & (blen - 1)
+        spans = [(idx, blen), (0, idx)]
+    for a, b in spans:  # in 1 MiB pieces: log_buf_len may claim 2 GiB
+        for p in range(a, b, PLAIN_CHUNK):
+            yield buf[p : min(p + PLAIN_CHUNK, b)]
 
 
 # --- entry point ------------------------------------------------------------------------------------
 
 
 def extract(read: Reader, vi: VmcoreInfo, partial: bool = False, signed_char: bool = True,
-            caller_column: bool = True) -> DmesgResult:
+            caller_column: bool = True, write: Callable[[bytes], object] | None = None) -> DmesgResult:
     """The log of the kernel described by ``vi``, read through ``read(vaddr, size)``.
 
     ``caller_column=False`` leaves out the ``[T<pid>]`` column, i.e. the output of makedumpfile
-    before 1.7.5 (used to compare with older makedumpfile builds).
+    before 1.7.5 (used to compare with older makedumpfile builds). With ``write``, the log is handed
+    to it in pieces of about 1 MiB as the records are read, and the result's ``text`` is empty: the
+    memory then does not grow with the log (which the ring's header may claim to be 2 GiB).
     """
-    def fix(recs: list[Record]) -> list[Record]:
-        if not caller_column:
-            for r in recs:
+    parts: list[bytes] = []
+    held = 0
+
+    def emit(chunk: bytes) -> None:
+        nonlocal held
+        parts.append(chunk)
+        held += len(chunk)
+        if write is not None and held >= PLAIN_CHUNK:
+            flush()
+
+    def flush() -> None:
+        nonlocal held
+        if write is not None and parts:
+            write(b"".join(parts))
+            parts.clear()
+            held = 0
+
+    def records(it: Iterable[Record]) -> int:
+        n = 0
+        for r in it:
+            if not caller_column:
                 r.caller_id = None
-        return recs
+            emit(format_record(r, signed_char))
+            n += 1
+        return n
 
     if vi.symbol.get("prb"):
-        recs = fix(lockless_records(read, vi, partial))
-        return DmesgResult(format_records(recs, signed_char), "lockless", len(recs))
+        n = records(iter_lockless(read, vi, partial))
+        flush()
+        return DmesgResult(b"".join(parts), "lockless", n)
     if not vi.symbol.get("log_buf") or not vi.symbol.get("log_buf_len"):
         raise DmesgError("VMCOREINFO lacks SYMBOL(prb) and SYMBOL(log_buf)/SYMBOL(log_buf_len); no kernel log to extract")
     if not vi.symbol.get("log_end"):
-        recs, err = printk_log_records(read, vi, partial)
-        recs = fix(recs)
-        return DmesgResult(format_records(recs, signed_char), "printk_log", len(recs), err)
-    return DmesgResult(plain_log(read, vi), "plain")
+        errors: list[DmesgError] = []
+        n = records(iter_printk_log(read, vi, partial, errors))
+        flush()
+        return DmesgResult(b"".join(parts), "printk_log", n, errors[0] if errors else None)
+    for chunk in iter_plain_log(read, vi):
+        emit(chunk)
+    flush()
+    return DmesgResult(b"".join(parts), "plain")
 
 
-def dump_dmesg(src, vi: VmcoreInfo, partial: bool = False, caller_column: bool = True) -> DmesgResult:  # noqa: ANN001
-    """The kernel log of an opened dump, read through its architecture's page tables."""
+def dump_dmesg(src, vi: VmcoreInfo, partial: bool = False, caller_column: bool = True,  # noqa: ANN001
+               write: Callable[[bytes], object] | None = None) -> DmesgResult:
+    """The kernel log of an opened dump, read through its architecture's page tables (``write``: as
+    for ``extract``)."""
     from .arch import UnsupportedArch, for_machine
 
     arch = for_machine(src.elf_machine)
@@ -467,4 +519,4 @@ def dump_dmesg(src, vi: VmcoreInfo, partial: bool = False, caller_column: bool =
     except UnsupportedArch as e:
         raise DmesgError(f"--dump-dmesg: {e}") from None
     # C `char` is signed on some machines: it changes the \x escapes of bytes >= 0x80
-    return extract(mmu.read, vi, partial, signed_char=arch.signed_char, caller_column=caller_column)
+    return extract(mmu.read, vi, partial, signed_char=arch.signed_char, caller_column=caller_column, write=write)

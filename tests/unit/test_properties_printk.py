@@ -189,3 +189,22 @@ def test_printk_log_text_stays_within_its_record():
     recs, err = printk_log_records(log.mem.read, VmcoreInfo.parse(log.vmcoreinfo()))
     assert err is None and len(recs) == len(log.live)
     assert recs[0].text == log.buf[rec.id + 16 : rec.id + rec_len]
+
+
+def test_log_is_written_as_it_is_read():
+    """A pre-3.5 log_buf_len claiming 256 MiB over memory that reads (as zeros in a real dump): the
+    log was built in memory whole before it was written; with ``write`` it goes out in 1 MiB pieces."""
+    mem = FakeMemory()
+    mem.map(0xFFFF0000, struct.pack("<Q", 0xFFFF1000))
+    mem.map(0xFFFF0010, struct.pack("<i", 1 << 28))
+    mem.map(0xFFFF0020, struct.pack("<Q", (1 << 28) - 1))
+    vi = VmcoreInfo.parse(b"OSRELEASE=3.0.0\nSYMBOL(log_buf)=ffff0000\nSYMBOL(log_buf_len)=ffff0010\n"
+                          b"SYMBOL(log_end)=ffff0020\n")
+    got = [0, 0]
+
+    def write(data: bytes) -> None:
+        got[0] += len(data)
+        got[1] = max(got[1], len(data))
+
+    res = bounded(extract, reader(mem, True), vi, False, write=write)
+    assert res.text == b"" and got[0] == (1 << 28) - 1 and got[1] <= 2 << 20
