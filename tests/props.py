@@ -103,6 +103,15 @@ def bounded(fn: Callable[..., T], *args: Any, **kw: Any) -> T | DumpfilterError:
     return result
 
 
+def keep_input(name: str, data: bytes) -> None:
+    """When fuzzing, the input about to be tried, in $PYDUMPFILE_FUZZ_DIR/NAME (default /tmp): what
+    to look at when the process dies (a native crash) or a failure is not shrunk (a time-out)."""
+    if FUZZ:
+        path = os.path.join(os.environ.get("PYDUMPFILE_FUZZ_DIR") or "/tmp", name)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
 def run_cli(argv: Sequence[str]) -> int | str:
     """The pydumpfile command in this process, without the CLI's catch-all: a DumpfilterError or any
     other exception propagates (``bounded`` tells them apart)."""

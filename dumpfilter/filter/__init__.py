@@ -43,12 +43,19 @@ class CycleBitmaps:
         self.present = b1.count()
         self.dumpable = b2.count()
         self._packed = pack
-        raw1, raw2 = b1.tobytes(), b2.tobytes()
-        self._b1 = zlib.compress(raw1, 1) if pack else raw1
-        self._b2 = zlib.compress(raw2, 1) if pack else raw2
+        self._b1: bytes | None = None
+        self._b2: bytes | None = None
+        # a cycle with no memory (a hole in the physical address space, which a sparse layout may make
+        # most of the cycles) keeps nothing: packing and unpacking its zeros cost more than the rest
+        if self.present or self.dumpable:
+            raw1, raw2 = b1.tobytes(), b2.tobytes()
+            self._b1 = zlib.compress(raw1, 1) if pack else raw1
+            self._b2 = zlib.compress(raw2, 1) if pack else raw2
 
     def bitmaps(self) -> tuple[Bitmap, Bitmap]:
         n = self.end - self.start
+        if self._b1 is None or self._b2 is None:
+            return Bitmap(n), Bitmap(n)
         unpack = zlib.decompress if self._packed else bytes
         return Bitmap.from_bytes(n, unpack(self._b1)), Bitmap.from_bytes(n, unpack(self._b2))
 
