@@ -172,6 +172,10 @@ class DumpSource(ABC):
     def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         """Fill ``out`` with ``count`` pages starting at ``pfn``."""
 
+    def has_memory(self, start: int, end: int) -> bool:
+        """False only if no pfn of [start, end) is present (a cycle in a hole of the layout)."""
+        return True
+
     def data_ranges(self) -> list[tuple[int, int]] | None:
         """Ascending, disjoint pfn ranges [start, end) outside which the input holds no page contents
         (they may hold some pfns without): what the kernel-memory scans are bounded by. None: unknown,

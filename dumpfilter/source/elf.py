@@ -193,6 +193,21 @@ class ElfSource(DumpSource):
         self._starts = [c[0] for c in covered]
         self._ranges = covered
 
+    def has_memory(self, start: int, end: int) -> bool:
+        """Whether a PT_LOAD (its memsz, in whole pages either way) meets pfns [start, end)."""
+        spans = getattr(self, "_mem_spans", None)
+        if spans is None:
+            ps = self.page_size
+            merged: list[tuple[int, int]] = []
+            for a, b in sorted((s.paddr // ps, -(-(s.paddr + s.memsz) // ps)) for s in self.loads):
+                if merged and a <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+                else:
+                    merged.append((a, b))
+            spans = self._mem_spans = merged
+        i = bisect.bisect_right(spans, (end, -1)) - 1
+        return i >= 0 and spans[i][0] < end and spans[i][1] > start if spans else False
+
     def data_ranges(self) -> list[tuple[int, int]] | None:
         """The pfns of the PT_LOADs' file data (the read index, in whole pages, merged)."""
         ps = self.page_size
