@@ -85,7 +85,7 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
         raise KernelDataError(f"OFFSET(mem_section.section_mem_map)={off_smm} lies outside SIZE(mem_section)={size_ms}")
     section_size_bits = vi.number.get("SECTION_SIZE_BITS", section_size_bits_default)
     max_physmem_bits = vi.number.get("MAX_PHYSMEM_BITS", max_physmem_bits_default)
-    # no kernel has sections below 16 MiB (powerpc's SECTION_SIZE_BITS=24; x86_64 and arm64 27): a
+    # no kernel has sections below 16 MiB (powerpc's SECTION_SIZE_BITS=24 is the smallest there is): a
     # smaller value is corruption, and would multiply the sections to decode (1 MiB is the floor here)
     if not (max(page_shift, MIN_SECTION_SIZE_BITS) <= section_size_bits < max_physmem_bits <= 64):
         raise KernelDataError(f"SECTION_SIZE_BITS={section_size_bits}, MAX_PHYSMEM_BITS={max_physmem_bits} are not plausible")
