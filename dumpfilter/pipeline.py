@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Callable
 
@@ -166,28 +167,53 @@ def run_mem_usage(job: DumpJob, msgs: Messages) -> int:
 
 
 def run_dump_dmesg(job: DumpJob, msgs: Messages) -> int:
-    """makedumpfile --dump-dmesg VMCORE LOGFILE (filtering.md §8, formats-cli.md §5.7)."""
+    """makedumpfile --dump-dmesg VMCORE LOGFILE (filtering.md §8, formats-cli.md §5.7).
+
+    The log goes to the file as the records are read (a ring may claim 2 GiB of text), the file
+    being created with the first piece; a failure removes it again, so that it exists only with the
+    whole log, or with every record before a corruption of an old-style log_buf (as makedumpfile)."""
     from .kernel.dmesg import DmesgError, dump_dmesg
     from .writer.sink import open_output
 
-    src = open_source(job.input)
+    fd = -1
+    regular = False  # only a regular file is removed again (never /dev/stdout or a device)
+
+    def write(data: bytes) -> None:
+        nonlocal fd, regular
+        try:
+            if fd < 0:
+                fd = open_output(job.output, job.force)
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as e:
+            raise DumpfilterError(f"Can't write the log file({job.dumpfile}). {e.strerror}") from None
+
     try:
-        vi = load_vmcoreinfo(src, job.vmcoreinfo_file)
-        if vi is None:
-            raise DmesgError(f"{job.vmcore} has no VMCOREINFO note; the kernel log cannot be located")
-        for_machine(src.elf_machine).check_layout(src, vi)
-        res = dump_dmesg(src, vi, partial=job.partial_dmesg)
+        src = open_source(job.input)
+        try:
+            vi = load_vmcoreinfo(src, job.vmcoreinfo_file)
+            if vi is None:
+                raise DmesgError(f"{job.vmcore} has no VMCOREINFO note; the kernel log cannot be located")
+            for_machine(src.elf_machine).check_layout(src, vi)
+            res = dump_dmesg(src, vi, partial=job.partial_dmesg, write=write)
+        finally:
+            src.close()
+        write(b"")  # an empty log is still a log file
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+            fd = -1
+            if regular:
+                try:
+                    os.unlink(job.output)
+                except OSError:
+                    pass
+        raise
     finally:
-        src.close()
-    fd = open_output(job.output, job.force)
-    try:
-        view = memoryview(res.text)
-        while view:
-            view = view[os.write(fd, view) :]
-    except OSError as e:
-        raise DumpfilterError(f"Can't write the log file({job.dumpfile}). {e.strerror}") from None
-    finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     if res.error is not None:
         raise DmesgError(f"{res.error}; {job.dumpfile} holds the {res.records} records before it")
     msgs.msg(f"\nThe dmesg log is saved to {job.dumpfile}.\n\n{PROG} Completed.")

@@ -31,6 +31,7 @@ from .codec import BY_FLAG, decompress_page
 from .errors import DumpfilterError
 from .layouts import KDUMP_SUB_HEADER, PAGE_DESC, DiskDumpHeader, KdumpSubHeader
 from .options import ArgParser
+from .source.base import MAX_ERASEINFO
 
 PROG = "pydumpfile verify"
 USAGE = f"""usage: {PROG} DUMPFILE [--vmcore VMCORE] [--json]
@@ -206,6 +207,9 @@ def _check_eraseinfo(path: str, rep: Report, f, d: np.ndarray, data_off: int, si
         rep.add(f"{path}: eraseinfo at {sub.offset_eraseinfo}, right after the page data ({end}) expected")
     if sub.offset_eraseinfo + sub.size_eraseinfo > size:
         rep.add(f"{path}: eraseinfo ({sub.size_eraseinfo} bytes at {sub.offset_eraseinfo}) runs past the end of the file")
+        return b""
+    if sub.size_eraseinfo > MAX_ERASEINFO:
+        rep.add(f"{path}: eraseinfo of {sub.size_eraseinfo} bytes (at most {MAX_ERASEINFO >> 20} MiB expected)")
         return b""
     f.seek(sub.offset_eraseinfo)
     text = f.read(sub.size_eraseinfo)

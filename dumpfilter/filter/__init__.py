@@ -43,12 +43,26 @@ class CycleBitmaps:
         self.present = b1.count()
         self.dumpable = b2.count()
         self._packed = pack
-        raw1, raw2 = b1.tobytes(), b2.tobytes()
-        self._b1 = zlib.compress(raw1, 1) if pack else raw1
-        self._b2 = zlib.compress(raw2, 1) if pack else raw2
+        self._b1: bytes | None = None
+        self._b2: bytes | None = None
+        # a cycle with no memory (a hole in the physical address space, which a sparse layout may make
+        # most of the cycles) keeps nothing: packing and unpacking its zeros cost more than the rest
+        if self.present or self.dumpable:
+            raw1, raw2 = b1.tobytes(), b2.tobytes()
+            self._b1 = zlib.compress(raw1, 1) if pack else raw1
+            self._b2 = zlib.compress(raw2, 1) if pack else raw2
+
+    @classmethod
+    def empty(cls, start: int, end: int, pack: bool) -> CycleBitmaps:
+        """A cycle without memory, made without building its bitmaps."""
+        c = cls.__new__(cls)
+        c.start, c.end, c.present, c.dumpable, c._packed, c._b1, c._b2 = start, end, 0, 0, pack, None, None
+        return c
 
     def bitmaps(self) -> tuple[Bitmap, Bitmap]:
         n = self.end - self.start
+        if self._b1 is None or self._b2 is None:
+            return Bitmap(n), Bitmap(n)
         unpack = zlib.decompress if self._packed else bytes
         return Bitmap.from_bytes(n, unpack(self._b1)), Bitmap.from_bytes(n, unpack(self._b2))
 
@@ -197,6 +211,9 @@ def _filter_cycles(src: DumpSource, kernel: VmcoreInfo | None, level: int, bound
     counts = Stats()
     out: list[CycleBitmaps] = []
     for start, end in bounds:
+        if not src.has_memory(start, end):
+            out.append(CycleBitmaps.empty(start, end, pack))
+            continue
         b1 = src.present_bitmap(partial_last=partial_last, start=start, end=end)
         b2 = src.dumpable_bitmap(start=start, end=end)
         if kernel is not None:
@@ -221,5 +238,6 @@ def _filter_cycles(src: DumpSource, kernel: VmcoreInfo | None, level: int, bound
 
 def _unclassified(src: DumpSource, bounds: list[tuple[int, int]], partial_last: bool, pack: bool) -> DumpBitmaps:
     cycles = [CycleBitmaps(s, e, src.present_bitmap(partial_last=partial_last, start=s, end=e),
-                           src.dumpable_bitmap(start=s, end=e), pack) for s, e in bounds]
+                           src.dumpable_bitmap(start=s, end=e), pack) if src.has_memory(s, e)
+              else CycleBitmaps.empty(s, e, pack) for s, e in bounds]
     return DumpBitmaps(src.max_mapnr, cycles, Stats())

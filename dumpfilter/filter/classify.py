@@ -59,7 +59,7 @@ class KernelView:
         ps = src.page_size
         self.memmap: MemMap = find_mem_map(
             vi, self.mmu, src.max_mapnr, ps.bit_length() - 1, self.mmu.page_offset, self.mmu.max_physmem_bits,
-            self.mmu.section_size_bits,
+            self.mmu.section_size_bits, data=src.data_ranges(),
         )
         if log is not None:
             for w in self.memmap.warnings:

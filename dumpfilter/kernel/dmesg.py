@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import DumpfilterError, KernelDataError
@@ -35,9 +35,15 @@ CALLER_CPU_FLAG = 0x80000000
 PID_CHARS_DEFAULT = 8
 MAX_SIZE_BITS = 31  # the kernel refuses log_buf_len > 2 GiB (LOG_BUF_LEN_MAX)
 MAX_STRUCT = 1 << 16  # bytes: no printk structure is near this; a larger SIZE() is corruption
+# Descriptors between tail and head that hold no record (another id, not committed, no data): a real
+# ring has a few (records being written, empty messages); a corrupt one may have up to 2^31, each a step
+# of the walk. Past this many the ring is taken as corrupt, so the walk stays short.
+MAX_SKIPPED = 1 << 16
+PLAIN_CHUNK = 1 << 20  # the log is handed on in pieces of about this many bytes
 
 
 Reader = Callable[[int, int], bytes]
+_U64 = struct.Struct("<Q")
 
 
 class DmesgError(KernelDataError):
@@ -151,6 +157,16 @@ class _Lazy:
             self.blocks[b] = got
         return got
 
+    def u64(self, off: int) -> int:
+        """The little-endian 64-bit value at ``off`` (the walk's fast path: no slice object)."""
+        b, o = divmod(off, self.BLOCK)
+        if 0 <= off and off + 8 <= self.size and o + 8 <= self.BLOCK:
+            blk = self.blocks.get(b)
+            if blk is None:
+                blk = self._block(b)
+            return int(_U64.unpack_from(blk, o)[0])
+        return int.from_bytes(self[off : off + 8], "little")
+
     def __getitem__(self, sl: slice) -> bytes:
         start, stop, _ = sl.indices(self.size)
         if stop <= start:
@@ -204,6 +220,12 @@ def _bits(v: int, what: str, limit: int) -> int:
 
 def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> list[Record]:
     """The records of the 5.10+ ring, oldest first (dump_lockless_dmesg)."""
+    return list(iter_lockless(read, vi, partial))
+
+
+def iter_lockless(read: Reader, vi: VmcoreInfo, partial: bool = False) -> Iterator[Record]:
+    """The records of the 5.10+ ring, oldest first, one at a time (so that a log as large as the
+    ring, up to 2 GiB, is never held in memory whole)."""
     _need(vi, LOCKLESS_KEYS, "the lockless printk ring buffer (5.10+)")
     O, S = vi.offset, vi.size
     for key in ("printk_ringbuffer", "prb_desc", "printk_info"):
@@ -264,7 +286,7 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
             head_seq = int.from_bytes(infos[i + o_seq : i + o_seq + 8], "little")
             delta = (head_seq - clear_seq) & MASK64
             if delta >= 1 << 63:  # clear_seq > head_seq: cleared after the last record
-                return []
+                return
             if delta < span:
                 tail, span = (head - delta) & DESC_ID_MASK, delta
         else:
@@ -272,21 +294,32 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
             if delta < span:
                 tail, span = (head - delta) & DESC_ID_MASK, delta
 
-    out: list[Record] = []
+    skipped = 0
+    # The live records' data blocks are disjoint parts of the text ring: their bytes (with each block's
+    # ID word) add up to at most its size. More means the descriptors point at the same data again and
+    # again, which would make the output (and our memory) as large as they like. Twice the size leaves
+    # room for a ring caught while its tail was being pushed.
+    text_budget = 2 * size
     for k in range(span + 1):
         rid = (tail + k) & DESC_ID_MASK
         idx = rid % count
         d = idx * sz_desc
-        sv = int.from_bytes(descs[d + o_state : d + o_state + 8], "little")
-        if sv & DESC_ID_MASK != rid:
-            continue  # desc_miss
-        if (sv >> DESC_FLAGS_SHIFT) & 3 not in (DESC_COMMITTED, DESC_FINALIZED):
-            continue
-        begin_lpos = int.from_bytes(descs[d + o_begin : d + o_begin + 8], "little")
-        next_lpos = int.from_bytes(descs[d + o_next : d + o_next + 8], "little")
+        sv = descs.u64(d + o_state)
+        begin_lpos = next_lpos = 0
+        if sv & DESC_ID_MASK == rid and (sv >> DESC_FLAGS_SHIFT) & 3 in (DESC_COMMITTED, DESC_FINALIZED):
+            begin_lpos = int.from_bytes(descs[d + o_begin : d + o_begin + 8], "little")
+            next_lpos = int.from_bytes(descs[d + o_next : d + o_next + 8], "little")
         begin, nxt = begin_lpos % size, next_lpos % size
         if begin == nxt:
-            continue  # data-less record (also FAILED_LPOS / NO_LPOS)
+            # desc_miss, a record not committed, or a data-less one (also FAILED_LPOS / NO_LPOS).
+            # makedumpfile walks on through any number of them (up to 2^31 on a corrupt ring); we stop.
+            skipped += 1
+            if skipped > MAX_SKIPPED:
+                raise DmesgError(
+                    f"the printk ring buffer is corrupt: more than {MAX_SKIPPED} of the {span + 1} descriptors "
+                    f"from tail_id {tail:#x} to head_id {head:#x} hold no record"
+                )
+            continue
         i = idx * sz_info
         tlen = int.from_bytes(infos[i + o_len : i + o_len + 2], "little")
         if begin > nxt:
@@ -301,11 +334,16 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
         if nxt >= begin and nxt - begin < tlen:
             tlen = nxt - begin  # truncated message
         # (when next < begin + 8 makedumpfile reads past the block; we clamp to the ring)
+        text_budget -= 8 + max(0, min(tlen, size - begin))
+        if text_budget < 0:
+            raise DmesgError(
+                f"the printk ring buffer is corrupt: its records' text adds up to more than twice the "
+                f"{size}-byte text ring (descriptors point at the same data)"
+            )
         body = text[begin : begin + tlen]
         ts = int.from_bytes(infos[i + o_ts : i + o_ts + 8], "little")
         cid = int.from_bytes(infos[i + o_cid : i + o_cid + 4], "little") if o_cid is not None else None
-        out.append(Record(ts, body, cid))
-    return out
+        yield Record(ts, body, cid)
 
 
 # --- 3.5 – 5.9: struct printk_log in log_buf ------------------------------------------------------
@@ -313,6 +351,14 @@ def lockless_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> lis
 
 def printk_log_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> tuple[list[Record], DmesgError | None]:
     """The records of a variable-length log_buf, oldest first, and the corruption that stopped the walk."""
+    errors: list[DmesgError] = []
+    recs = list(iter_printk_log(read, vi, partial, errors))
+    return recs, errors[0] if errors else None
+
+
+def iter_printk_log(read: Reader, vi: VmcoreInfo, partial: bool, errors: list[DmesgError]) -> Iterator[Record]:
+    """The records of a variable-length log_buf, oldest first, one at a time; the corruption that
+    stopped the walk, if any, is appended to ``errors``."""
     keys = [("SYMBOL", "log_buf"), ("SYMBOL", "log_buf_len"), ("SYMBOL", "log_first_idx"),
             ("SYMBOL", "log_next_idx"), ("SIZE", "printk_log"), ("OFFSET", "printk_log.ts_nsec"),
             ("OFFSET", "printk_log.len"), ("OFFSET", "printk_log.text_len")]
@@ -340,28 +386,37 @@ def printk_log_records(read: Reader, vi: VmcoreInfo, partial: bool = False) -> t
     def corrupt(why: str, p: int) -> DmesgError:
         return DmesgError(f"the printk log_buf is most likely corrupted: {why} (log_buf = {log_buf:#x}, idx = {p:#x})")
 
-    out: list[Record] = []
     if first > blen - hdr:
-        return out, corrupt("log_first_idx outside log_buf", first)
+        errors.append(corrupt("log_first_idx outside log_buf", first))
+        return
     seen: set[int] = set()
     ptr = first
     while ptr != nxt_idx:
         if ptr in seen:  # makedumpfile's Brent detector: keep each record once, then fail
-            return out, corrupt("cycle when parsing dmesg detected", ptr)
+            errors.append(corrupt("cycle when parsing dmesg detected", ptr))
+            return
         seen.add(ptr)
         length = u16(ptr + o_len)
         rec = 0 if length == 0 else ptr  # len 0: wrap marker, the record is at the start
         tlen = u16(rec + o_tlen)
+        rec_len = u16(rec + o_len)
+        if rec_len >= hdr:
+            # log_store() makes len = SIZE(printk_log) + text_len + dict_len + padding: the text lies
+            # inside the record. A larger text_len is corruption; makedumpfile prints it (up to 64 KiB
+            # of whatever follows, for every record, which makes the log grow without bound); we
+            # keep the text within its record.
+            tlen = min(tlen, rec_len - hdr)
         ts = int.from_bytes(buf[rec + o_ts : rec + o_ts + 8], "little")
         cid = int.from_bytes(buf[rec + o_cid : rec + o_cid + 4], "little") if o_cid is not None else None
-        out.append(Record(ts, buf[rec + hdr : rec + hdr + tlen], cid))
+        yield Record(ts, buf[rec + hdr : rec + hdr + tlen], cid)
         step = u16(0 + o_len) if length == 0 else length
         if step < hdr:  # (makedumpfile would go on; this bounds the walk by log_buf_len / SIZE(printk_log))
-            return out, corrupt(f"record length {step} is shorter than SIZE(printk_log)", rec)
+            errors.append(corrupt(f"record length {step} is shorter than SIZE(printk_log)", rec))
+            return
         ptr = rec + step
         if ptr > blen - hdr:
-            return out, corrupt("index outside log_buf detected", ptr)
-    return out, None
+            errors.append(corrupt("index outside log_buf detected", ptr))
+            return
 
 
 # --- before 3.5: plain characters -----------------------------------------------------------------
@@ -373,6 +428,10 @@ def _kernel_version(vi: VmcoreInfo) -> tuple[int, int, int] | None:
 
 
 def plain_log(read: Reader, vi: VmcoreInfo) -> bytes:
+    return b"".join(iter_plain_log(read, vi))
+
+
+def iter_plain_log(read: Reader, vi: VmcoreInfo) -> Iterator[bytes]:
     _need(vi, [("SYMBOL", "log_buf"), ("SYMBOL", "log_buf_len"), ("SYMBOL", "log_end")], "the pre-3.5 log_buf")
     sym = vi.symbol
     ver = _kernel_version(vi)
@@ -384,41 +443,74 @@ def plain_log(read: Reader, vi: VmcoreInfo) -> bytes:
         raise DmesgError(f"the printk log_buf is corrupt: log_buf_len = {blen}")
     buf = _Lazy(read, log_buf, blen, "log_buf")  # read only as far as the dump holds it
     if log_end < blen:
-        return buf[:log_end]
-    idx = log_end & (blen - 1)
-    return buf[idx:] + buf[:idx]
+        spans = [(0, log_end)]
+    else:
+        idx = log_end & (blen - 1)
+        spans = [(idx, blen), (0, idx)]
+    for a, b in spans:  # in 1 MiB pieces: log_buf_len may claim 2 GiB
+        for p in range(a, b, PLAIN_CHUNK):
+            yield buf[p : min(p + PLAIN_CHUNK, b)]
 
 
 # --- entry point ------------------------------------------------------------------------------------
 
 
 def extract(read: Reader, vi: VmcoreInfo, partial: bool = False, signed_char: bool = True,
-            caller_column: bool = True) -> DmesgResult:
+            caller_column: bool = True, write: Callable[[bytes], object] | None = None) -> DmesgResult:
     """The log of the kernel described by ``vi``, read through ``read(vaddr, size)``.
 
     ``caller_column=False`` leaves out the ``[T<pid>]`` column, i.e. the output of makedumpfile
-    before 1.7.5 (used to compare with older makedumpfile builds).
+    before 1.7.5 (used to compare with older makedumpfile builds). With ``write``, the log is handed
+    to it in pieces of about 1 MiB as the records are read, and the result's ``text`` is empty: the
+    memory then does not grow with the log (which the ring's header may claim to be 2 GiB).
     """
-    def fix(recs: list[Record]) -> list[Record]:
-        if not caller_column:
-            for r in recs:
+    parts: list[bytes] = []
+    held = 0
+
+    def emit(chunk: bytes) -> None:
+        nonlocal held
+        parts.append(chunk)
+        held += len(chunk)
+        if write is not None and held >= PLAIN_CHUNK:
+            flush()
+
+    def flush() -> None:
+        nonlocal held
+        if write is not None and parts:
+            write(b"".join(parts))
+            parts.clear()
+            held = 0
+
+    def records(it: Iterable[Record]) -> int:
+        n = 0
+        for r in it:
+            if not caller_column:
                 r.caller_id = None
-        return recs
+            emit(format_record(r, signed_char))
+            n += 1
+        return n
 
     if vi.symbol.get("prb"):
-        recs = fix(lockless_records(read, vi, partial))
-        return DmesgResult(format_records(recs, signed_char), "lockless", len(recs))
+        n = records(iter_lockless(read, vi, partial))
+        flush()
+        return DmesgResult(b"".join(parts), "lockless", n)
     if not vi.symbol.get("log_buf") or not vi.symbol.get("log_buf_len"):
         raise DmesgError("VMCOREINFO lacks SYMBOL(prb) and SYMBOL(log_buf)/SYMBOL(log_buf_len); no kernel log to extract")
     if not vi.symbol.get("log_end"):
-        recs, err = printk_log_records(read, vi, partial)
-        recs = fix(recs)
-        return DmesgResult(format_records(recs, signed_char), "printk_log", len(recs), err)
-    return DmesgResult(plain_log(read, vi), "plain")
+        errors: list[DmesgError] = []
+        n = records(iter_printk_log(read, vi, partial, errors))
+        flush()
+        return DmesgResult(b"".join(parts), "printk_log", n, errors[0] if errors else None)
+    for chunk in iter_plain_log(read, vi):
+        emit(chunk)
+    flush()
+    return DmesgResult(b"".join(parts), "plain")
 
 
-def dump_dmesg(src, vi: VmcoreInfo, partial: bool = False, caller_column: bool = True) -> DmesgResult:  # noqa: ANN001
-    """The kernel log of an opened dump, read through its architecture's page tables."""
+def dump_dmesg(src, vi: VmcoreInfo, partial: bool = False, caller_column: bool = True,  # noqa: ANN001
+               write: Callable[[bytes], object] | None = None) -> DmesgResult:
+    """The kernel log of an opened dump, read through its architecture's page tables (``write``: as
+    for ``extract``)."""
     from .arch import UnsupportedArch, for_machine
 
     arch = for_machine(src.elf_machine)
@@ -427,4 +519,4 @@ def dump_dmesg(src, vi: VmcoreInfo, partial: bool = False, caller_column: bool =
     except UnsupportedArch as e:
         raise DmesgError(f"--dump-dmesg: {e}") from None
     # C `char` is signed on some machines: it changes the \x escapes of bytes >= 0x80
-    return extract(mmu.read, vi, partial, signed_char=arch.signed_char, caller_column=caller_column)
+    return extract(mmu.read, vi, partial, signed_char=arch.signed_char, caller_column=caller_column, write=write)

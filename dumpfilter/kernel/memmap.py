@@ -14,6 +14,7 @@ from .vmcoreinfo import VmcoreInfo
 
 MASK64 = (1 << 64) - 1
 SECTION_MAP_MASK = ~0x1F & MASK64
+MIN_SECTION_SIZE_BITS = 20
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,33 @@ class MemMap:
         return [s for s in self.sections[lo:hi] if s.pfn_end > start]
 
 
+def _sections_with_data(data: list[tuple[int, int]] | None, shift: int, limit: int) -> list[int]:
+    """The section numbers below ``limit`` that hold a pfn of the ranges ``data`` (all of them when
+    None), ascending."""
+    if data is None:
+        return list(range(limit))
+    out: list[int] = []
+    for start, end in sorted(data):
+        if end <= start:
+            continue
+        first = max(start >> shift, out[-1] + 1 if out else 0)
+        last = min((end - 1) >> shift, limit - 1)
+        out.extend(range(first, last + 1))
+    return out
+
+
 def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_offset: int,
-                 max_physmem_bits_default: int, section_size_bits_default: int) -> MemMap:
+                 max_physmem_bits_default: int, section_size_bits_default: int,
+                 data: list[tuple[int, int]] | None = None) -> MemMap:
     """Decode mem_section for ``max_mapnr`` pfns. ``reader`` has ``read(va, n)`` (virtual); the defaults
-    for kernels whose VMCOREINFO lacks MAX_PHYSMEM_BITS / SECTION_SIZE_BITS are the machine's (Mmu)."""
+    for kernels whose VMCOREINFO lacks MAX_PHYSMEM_BITS / SECTION_SIZE_BITS are the machine's (Mmu).
+
+    ``data``: the pfn ranges whose contents the dump holds (``DumpSource.data_ranges``). Only the
+    sections that hold one of them are decoded (and returned): no other page can be classified, and
+    their number follows what the file holds, not what its headers or VMCOREINFO claim (a layout of
+    2^40 pfns in one-page sections would otherwise be 2^40 list entries and a 8 TiB root array read).
+    Sections past NR_MEM_SECTIONS (2^(MAX_PHYSMEM_BITS - SECTION_SIZE_BITS)) do not exist and
+    neither do roots past LENGTH(mem_section): they are never read."""
     for key in ("page.flags", "page._refcount", "page.mapping"):
         if key not in vi.offset and not (key == "page._refcount" and "page._count" in vi.offset):
             raise VmcoreinfoError(f"VMCOREINFO has no OFFSET({key}); can't classify pages")
@@ -61,7 +85,9 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
         raise KernelDataError(f"OFFSET(mem_section.section_mem_map)={off_smm} lies outside SIZE(mem_section)={size_ms}")
     section_size_bits = vi.number.get("SECTION_SIZE_BITS", section_size_bits_default)
     max_physmem_bits = vi.number.get("MAX_PHYSMEM_BITS", max_physmem_bits_default)
-    if not (page_shift <= section_size_bits < max_physmem_bits <= 64):
+    # no kernel has sections below 16 MiB (powerpc's SECTION_SIZE_BITS=24 is the smallest there is): a
+    # smaller value is corruption, and would multiply the sections to decode (1 MiB is the floor here)
+    if not (max(page_shift, MIN_SECTION_SIZE_BITS) <= section_size_bits < max_physmem_bits <= 64):
         raise KernelDataError(f"SECTION_SIZE_BITS={section_size_bits}, MAX_PHYSMEM_BITS={max_physmem_bits} are not plausible")
     pfn_section_shift = section_size_bits - page_shift
     pages_per_section = 1 << pfn_section_shift
@@ -74,22 +100,42 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
     warnings: list[str] = []
     first_error: list[str] = []  # why the first unreadable root / mem_section could not be read
 
-    def decode(base: int) -> list[int] | None:
-        mem_maps = [0] * num_section
+    # the sections to decode: those below NR_MEM_SECTIONS (and below the roots LENGTH(mem_section)
+    # gives) that hold data
+    limit = min(num_section, nr_mem_sections)
+    if extreme and length is not None and length > 0:
+        limit = min(limit, length * spr)
+    wanted = _sections_with_data(data, pfn_section_shift, limit)
+
+    def decode(base: int) -> dict[int, int] | None:
+        mem_maps: dict[int, int] = {}
         ok = False
-        if extreme:
-            n_roots = -(-num_section // spr)
+        root_blocks: dict[int, bytes] = {}  # the root array, read a page at a time as sections need it
+
+        def root(i: int) -> int:
+            blk = (i * 8) // page_size
+            raw = root_blocks.get(blk)
+            if raw is None:
+                n = min(page_size, -(-limit // spr) * 8 - blk * page_size)
+                raw = reader.read((base + blk * page_size) & MASK64, n)
+                root_blocks.clear()
+                root_blocks[blk] = raw
+            return int(struct.unpack_from("<Q", raw, i * 8 - blk * page_size)[0])
+
+        if extreme and wanted:
             try:
-                roots = list(struct.unpack_from(f"<{n_roots}Q", reader.read(base, 8 * n_roots)))
+                root(wanted[0] // spr)
             except KernelDataError as e:
                 first_error.append(str(e))
                 return None
-        else:
-            roots = []
         cache: dict[int, bytes] = {}
-        for s in range(num_section):
+        for s in wanted:
             if extreme:
-                r = roots[s // spr]
+                try:
+                    r = root(s // spr)
+                except KernelDataError as e:
+                    first_error.append(str(e))
+                    continue
                 if r == 0:
                     continue
                 ms_addr = (r + (s % spr) * size_ms) & MASK64
@@ -134,7 +180,7 @@ def find_mem_map(vi: VmcoreInfo, reader, max_mapnr: int, page_shift: int, page_o
         why = f" ({first_error[0]})" if first_error else ""
         raise KernelDataError(f"Could not validate mem_section at {root:#x}: no section has a plausible mem_map{why}")
     sections = []
-    for s in range(num_section):
+    for s in wanted:
         start = s * pages_per_section
-        sections.append(Section(start, min(start + pages_per_section, max_mapnr), maps[s]))
+        sections.append(Section(start, min(start + pages_per_section, max_mapnr), maps.get(s, 0)))
     return MemMap(sections, size_page, warnings, "SPARSEMEM_EXTREME" if extreme else "SPARSEMEM")

@@ -12,6 +12,7 @@ from ..errors import VmcoreinfoError
 from .vmcoreinfo import VmcoreInfo
 
 U32 = 0xFFFFFFFF
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 # indices into the int64 parameter vector handed to the Cython classifier (_speedups/classify.pyx)
 P_NAMES = [
@@ -60,7 +61,12 @@ def derive(vi: VmcoreInfo) -> PageTypes:
     v = array("q", [UNKNOWN] * len(P_NAMES))
 
     def setp(name: str, value: int | None) -> None:
+        # the classifier takes int64 parameters: a value (or one derived from values, as PG_swapbacked
+        # or a folio offset) outside that range is corrupt VMCOREINFO, refused here by name
         if value is not None:
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise VmcoreinfoError(f"VMCOREINFO: the struct page parameter {name} = {value:#x} (from the "
+                                      "VMCOREINFO values) does not fit in 64 bits; the VMCOREINFO is corrupt")
             v[P[name]] = value
 
     if "page" not in size:

@@ -24,12 +24,40 @@ def _split_lines(blob: bytes) -> list[str]:
     return lines
 
 
+# Every value ends up in a 64-bit field (a C long or unsigned long in the kernel, a struct field or a
+# u64 in the dump we write): one that does not fit is invalid where it enters, as makedumpfile's
+# strtoul() turns it into ULONG_MAX, which it refuses. Signed values may be negative (phys_base);
+# unsigned ones use the whole range (NUMBER(kimage_voffset)).
+_MIN_LONG = -(1 << 63)
+_MAX_ULONG = (1 << 64) - 1
+_MAX_DIGITS = 24  # more digits than any 64-bit value has: refused before int() does the work
+
+
+def _in_range(v: int, text: str, key: str, lo: int = _MIN_LONG) -> int:
+    if not lo <= v <= _MAX_ULONG:
+        raise VmcoreinfoError(f"VMCOREINFO: {key}={text.strip()[:40]!r} does not fit in 64 bits")
+    return v
+
+
 def _parse_long(text: str, key: str) -> int:
+    digits = text.strip().lstrip("+-")
+    if len(digits) > _MAX_DIGITS and len(digits.lstrip("0")) > _MAX_DIGITS - 2:
+        raise VmcoreinfoError(f"VMCOREINFO: {key}={text.strip()[:40]!r}... does not fit in 64 bits")
     if _DEC.match(text):
-        return int(text, 10)
+        return _in_range(int(text, 10), text, key)
     if _HEX.match(text):
-        return int(text, 16)
+        return _in_range(int(text, 16), text, key)
     raise VmcoreinfoError(f"VMCOREINFO: invalid value {text!r} for {key}")
+
+
+def parse_address(text: str, key: str) -> int:
+    """A hexadecimal address (SYMBOL(), KERNELOFFSET): 0 .. 2^64-1; ValueError otherwise."""
+    if len(text.strip().lstrip("+-").lstrip("0")) > _MAX_DIGITS:
+        raise ValueError(f"{key}: too many digits")
+    v = int(text, 16)
+    if not 0 <= v <= _MAX_ULONG:
+        raise ValueError(f"{key}={text!r} does not fit in 64 bits")
+    return v
 
 
 @dataclass
@@ -58,7 +86,7 @@ class VmcoreInfo:
                 if name in vi.symbol:
                     continue
                 try:
-                    v = int(val, 16)
+                    v = parse_address(val, f"SYMBOL({name})")
                 except ValueError:
                     continue  # reported when the key is actually needed
                 vi.symbol[name] = v
@@ -89,6 +117,8 @@ class VmcoreInfo:
     def _decimal(self, key: str) -> int | None:
         """A decimal basic key's value; None if absent; ValueError if it is not a number."""
         v = self.get(key)
+        if v is not None and len(v.strip().lstrip("+-").lstrip("0")) > _MAX_DIGITS:
+            raise ValueError(f"{key}: too many digits")
         return None if v is None else int(v, 10)
 
     @property
@@ -98,7 +128,7 @@ class VmcoreInfo:
         except ValueError:
             ps = 0
         if ps is not None and (ps < 1024 or ps > 65536 or ps & (ps - 1)):
-            raise VmcoreinfoError(f"VMCOREINFO: invalid PAGESIZE={self.get('PAGESIZE')!r}")
+            raise VmcoreinfoError(f"VMCOREINFO: invalid PAGESIZE={(self.get('PAGESIZE') or '')[:40]!r}")
         return ps
 
     @property
@@ -116,9 +146,9 @@ class VmcoreInfo:
         if v is None:
             return None
         try:
-            return int(v, 16)
+            return parse_address(v, "KERNELOFFSET")
         except ValueError:
-            raise VmcoreinfoError(f"VMCOREINFO: invalid KERNELOFFSET={v!r}") from None
+            raise VmcoreinfoError(f"VMCOREINFO: invalid KERNELOFFSET={v[:40]!r}") from None
 
     def need(self, table: str, name: str) -> int:
         d = {"SIZE": self.size, "OFFSET": self.offset, "LENGTH": self.length, "NUMBER": self.number}[table]

@@ -41,6 +41,18 @@ if TYPE_CHECKING:
         def close(self) -> None: ...
 
 NT_PRSTATUS = 1
+# The notes (a few KiB: one NT_PRSTATUS per CPU, VMCOREINFO) and the eraseinfo (a line per erased
+# symbol) are read whole. A header claiming more is corrupt; refused before reading, so that the
+# memory does not follow the claim (a flattened file's view can claim up to 128 TiB).
+MAX_NOTES = 16 << 20
+MAX_ERASEINFO = 16 << 20
+
+
+def check_blob_size(size: int, limit: int, what: str, path: str) -> None:
+    """InputError when a header says ``what`` takes ``size`` bytes, more than ``limit``."""
+    if size > limit:
+        raise InputError(f"{path}: the {what} would take {size} bytes (at most {limit >> 20} MiB expected); "
+                         "the header is corrupt")
 _NHDR = struct.Struct("<III")
 _NHDR_BE = struct.Struct(">III")
 
@@ -159,6 +171,16 @@ class DumpSource(ABC):
     @abstractmethod
     def read_pages(self, pfn: int, count: int, out: memoryview | bytearray) -> None:
         """Fill ``out`` with ``count`` pages starting at ``pfn``."""
+
+    def has_memory(self, start: int, end: int) -> bool:
+        """False only if no pfn of [start, end) is present (a cycle in a hole of the layout)."""
+        return True
+
+    def data_ranges(self) -> list[tuple[int, int]] | None:
+        """Ascending, disjoint pfn ranges [start, end) outside which the input holds no page contents
+        (they may hold some pfns without): what the kernel-memory scans are bounded by. None: unknown,
+        all of [0, max_mapnr)."""
+        return None
 
     def window_reader(self, use_mmap: bool = True) -> WindowReader:
         """What the compression stage reads windows of pages with (``_speedups/reader.pyx``): here one

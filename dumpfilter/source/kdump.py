@@ -22,7 +22,7 @@ from ..layouts import (
     KdumpSubHeader,
 )
 from ..kernel.arch.machines import e_machine_of_uname, machine_of_notes
-from .base import DumpSource, FileView, SourceInfo, parse_notes
+from .base import MAX_ERASEINFO, MAX_NOTES, DumpSource, FileView, SourceInfo, check_blob_size, parse_notes
 
 RANK_BLOCK = 1 << 21  # pfns per entry of the descriptor rank index (a 256 KiB slice of the 2nd bitmap)
 
@@ -73,6 +73,7 @@ class KdumpSource(DumpSource):
         self.page_size = bs
         self.max_mapnr = max_mapnr
         if h.header_version >= 4 and sub.offset_note and sub.size_note:
+            check_blob_size(sub.size_note, MAX_NOTES, "notes", path)
             self.note_blob = fv.pread(sub.offset_note, sub.size_note, "notes")
             self.notes = parse_notes(self.note_blob)
         else:
@@ -96,6 +97,7 @@ class KdumpSource(DumpSource):
         self._block: tuple[int, Bitmap] | None = None  # the 2nd bitmap of the last RANK_BLOCK read
         erase = b""
         if h.header_version >= 5 and sub.offset_eraseinfo and sub.size_eraseinfo:
+            check_blob_size(sub.size_eraseinfo, MAX_ERASEINFO, "eraseinfo", path)
             erase = fv.pread(sub.offset_eraseinfo, sub.size_eraseinfo, "eraseinfo")
         self.info = SourceInfo(
             timestamp=(h.tv_sec, h.tv_usec),
@@ -145,6 +147,27 @@ class KdumpSource(DumpSource):
                     f"{self.path}: page descriptor {i} points past the end of the file or is corrupt; "
                     "the file is truncated"
                 )
+
+    def data_ranges(self, grain: int = 4096) -> list[tuple[int, int]] | None:
+        """Pfn ranges, in steps of ``grain`` pfns (a multiple of 8), that hold a set bit of the 2nd
+        bitmap: the descriptors the file has. Read a rank block at a time, only where the rank index
+        says the block has pages; at most one range per ``grain`` pfns with data."""
+        out: list[tuple[int, int]] = []
+        gbytes = grain // 8
+        for k in range(len(self._rank) - 1):
+            if self._rank[k + 1] == self._rank[k]:
+                continue
+            start = k * RANK_BLOCK
+            n = min(RANK_BLOCK, self.max_mapnr - start)
+            raw = self.fv.pread(self._bm2_off + start // 8, (n + 7) // 8, "2nd bitmap")
+            arr = np.frombuffer(raw + bytes(-len(raw) % gbytes), dtype=np.uint8).reshape(-1, gbytes)
+            for g in np.flatnonzero(arr.any(axis=1)).tolist():
+                a, b = start + g * grain, min(start + (g + 1) * grain, self.max_mapnr)
+                if out and out[-1][1] == a:
+                    out[-1] = (out[-1][0], b)
+                else:
+                    out.append((a, b))
+        return out
 
     def present_bitmap(self, partial_last: bool = False, start: int = 0, end: int | None = None) -> Bitmap:
         return self._bitmap_slice(self._bm1_off, start, self.max_mapnr if end is None else end, "1st bitmap")

@@ -132,9 +132,11 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
         # with eraseinfo, p_filesz covers the ERASEINFO note and p_memsz does not (formats-cli.md §3.2)
         filesz = data_off - note_off if erase_note else note_size
         ph += phdr(note.type, note.flags, note_off, note.vaddr, note.paddr, filesz, note.memsz, note.align)
+    vmask = (1 << es.elf_class) - 1  # a piece's p_vaddr wraps as the C address arithmetic would
     for p in pieces:
         seg = p.seg
-        ph += phdr(PT_LOAD, seg.flags, p.offset, seg.vaddr + (p.paddr - seg.paddr), p.paddr, p.filesz, p.memsz, seg.align)
+        vaddr = (seg.vaddr + (p.paddr - seg.paddr)) & vmask
+        ph += phdr(PT_LOAD, seg.flags, p.offset, vaddr, p.paddr, p.filesz, p.memsz, seg.align)
     sink.pwrite(bytes(ph), phoff)
     if use_xnum:
         sink.pwrite(sh_fmt.pack(0, 0, 0, 0, 0, 1, 0, nphdr, 0, 0), shoff)
