@@ -302,7 +302,7 @@ def test_dry_run_without_kexec_file_shows_the_segments(tmp_path, monkeypatch, ca
                                                         "--initrd", str(tmp_path / "initrd")])
     assert rc == 0, err
     assert "Image unpacked from gzip" in out and "Linux version 6.1.0-99-test-arm64" in out
-    assert "cmdline: console=ttyAMA0 root=/dev/vda irqpoll nr_cpus=1 reset_devices cma=0\n" in out
+    assert "cmdline: console=ttyAMA0 root=/dev/vda irqpoll nr_cpus=1 reset_devices cgroup_disable=memory udev.children-max=2 panic=10 swiotlb=noforce novmcoredd cma=0 hugetlb_cma=0 kfence.sample_interval=0\n" in out
     assert "no kexec_file_load" in out and "kexec_file_load(" not in out
     for what in ("kernel", "initrd", "dtb", "elfcorehdr", "purgatory"):
         assert f"  {what} " in out
@@ -372,7 +372,7 @@ def test_load_falls_back_to_kexec_load(tmp_path, monkeypatch, capsys, file_errno
         assert entry.value == fake.segments[4][1]  # the purgatory
     else:
         assert [c[0] for c in fake.calls] == [294] and "(kexec_file_load)" in out
-        assert fake.calls[0][1][3].value == b"console=ttyAMA0 root=/dev/vda irqpoll nr_cpus=1 reset_devices cma=0"
+        assert fake.calls[0][1][3].value == b"console=ttyAMA0 root=/dev/vda irqpoll nr_cpus=1 reset_devices cgroup_disable=memory udev.children-max=2 panic=10 swiotlb=noforce novmcoredd cma=0 hugetlb_cma=0 kfence.sample_interval=0"
 
 
 def test_unload_and_errors(tmp_path, monkeypatch, capsys):
