@@ -12,6 +12,7 @@
     pykdumpctl rebuild [--dry-run]             build the capture initramfs (dracut + 99pydumpfile)
     pykdumpctl unit install|remove             pykdump.service: load the crash kernel at boot
     pykdumpctl initrd-files --stage DIR        the Python files of the capture initramfs (for dracut)
+    pykdumpctl debian enable|disable|status    Debian's kdump-config runs pydumpfile as makedumpfile
 
 ``DUMPFILTER_SYSROOT`` redirects /proc and /sys (tests). Exit status 0, or 1 with one line on stderr.
 """
@@ -30,7 +31,7 @@ from ..sizes import format_size
 from .crashkernel import MiB, estimate_breakdown, parse_size, reservation
 from .capture import SSH_RECEIVERS, CaptureOptions, capture, save_raw
 from .kdumpconf import DEFAULT_PATH, KdumpConfError, parse_file
-from . import initrd, propagate, service
+from . import debian, initrd, propagate, service
 
 PROG = "pykdumpctl"
 DEFAULT_CONFIG = "/etc/kdump.conf"
@@ -223,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     service.add_parsers(sub)
     propagate.add_parser(sub, DEFAULT_CONFIG)
     initrd.add_parser(sub)
+    debian.add_parser(sub)
     return p
 
 
