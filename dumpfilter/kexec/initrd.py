@@ -132,7 +132,13 @@ for n in names:
     try:
         importlib.import_module(n)
     except Exception:
-        pass
+        # "from concurrent.futures import ThreadPoolExecutor": an attribute, maybe loaded lazily by the
+        # package's __getattr__ (concurrent.futures imports its .thread module only then)
+        parent, _, attr = n.rpartition(".")
+        try:
+            getattr(importlib.import_module(parent), attr, None)
+        except Exception:
+            pass
 out = {}
 for n, m in list(sys.modules.items()):
     f = getattr(m, "__file__", None)
@@ -301,6 +307,65 @@ def install_elf_copies(staged: Staged) -> None:
         shutil.copy2(src, out)
 
 
+def shared_libraries(elf: list[Path]) -> dict[str, Path]:
+    """The shared libraries ``ldd`` resolves for these ELF files (what inst_binary adds), by soname."""
+    libs: dict[str, Path] = {}
+    if shutil.which("ldd") is None:
+        return libs
+    for f in elf:
+        r = subprocess.run(["ldd", str(f)], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+                libs[parts[0]] = Path(parts[2])
+            elif parts and parts[0].startswith("/"):
+                libs[Path(parts[0]).name] = Path(parts[0])  # the dynamic loader
+    return libs
+
+
+def stripped_size(files: list[Path]) -> int | None:
+    """Their total size after ``strip --strip-debug`` (what dracut's default --strip does), None without strip."""
+    if shutil.which("strip") is None:
+        return None
+    total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, f in enumerate(files):
+            out = Path(tmp) / str(i)
+            if subprocess.run(["strip", "--strip-debug", "-o", str(out), str(f)], capture_output=True).returncode:
+                total += f.stat().st_size
+            else:
+                total += out.stat().st_size
+                out.unlink()
+    return total
+
+
+@dataclass(frozen=True)
+class Measure:
+    pure: int
+    elf: int
+    elf_stripped: int | None
+    libs: int
+    libs_stripped: int | None
+    nlibs: int
+
+    def lines(self) -> list[str]:
+        def pair(raw: int, stripped: int | None) -> str:
+            return _mb(raw) + (f" ({_mb(stripped)} stripped)" if stripped is not None else "")
+
+        total = self.pure + (self.elf_stripped or self.elf) + (self.libs_stripped or self.libs)
+        return [f"bytecode, zip and launchers: {_mb(self.pure)}",
+                f"interpreter and .so files:   {pair(self.elf, self.elf_stripped)}",
+                f"their {self.nlibs} shared libraries: {pair(self.libs, self.libs_stripped)}",
+                f"total in the initramfs:      {_mb(total)} before compression"]
+
+
+def measure(st: Staged) -> Measure:
+    elf = sorted(set(st.elf.values()))
+    libs = sorted(set(shared_libraries(elf).values()))
+    return Measure(st.pure_bytes, st.elf_bytes, stripped_size(elf), sum(p.stat().st_size for p in libs),
+                   stripped_size(libs), len(libs))
+
+
 def _mb(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -313,8 +378,10 @@ def cmd_initrd_files(args: argparse.Namespace) -> int:
         with open(args.elf_list, "w") as f:
             for dest, src in sorted(st.elf.items()):
                 f.write(f"{src} {dest}\n")
-    print(f"staged {st.modules} modules under {args.stage}: {_mb(st.pure_bytes)} of bytecode and launchers, "
-          f"{len(st.elf)} ELF files {_mb(st.elf_bytes)} (without their shared libraries)", file=sys.stderr)
+    print(f"staged {st.modules} modules under {args.stage}, {len(st.elf)} ELF files", file=sys.stderr)
+    if args.measure:
+        for line in measure(st).lines():
+            print(line, file=sys.stderr)
     return 0
 
 
@@ -359,8 +426,9 @@ def rebuild(output: Path, *, config: str, kernel_release: str, dry_run: bool = F
                          network=conf.target_kind in ("nfs", "ssh"))
     with tempfile.TemporaryDirectory() as tmp:
         st = stage(Path(tmp))
-        print(f"python for the capture: {st.modules} modules, {_mb(st.pure_bytes)} bytecode + "
-              f"{_mb(st.elf_bytes)} ELF (before their shared libraries)")
+        print(f"python for the capture: {st.modules} modules, {len(st.elf)} ELF files")
+        for line in measure(st).lines():
+            print(f"  {line}")
     print(shlex.join(cmd))
     if dry_run:
         return 0
@@ -388,4 +456,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", required=True, metavar="DIR", help="write the tree here")
     p.add_argument("--elf-list", metavar="FILE", help="write the 'SOURCE DEST' lines of the ELF files here")
     p.add_argument("--copy-elf", action="store_true", help="copy the ELF files into DIR too (a runnable tree)")
+    p.add_argument("--measure", action="store_true",
+                   help="print the sizes: bytecode, ELF files and their shared libraries, raw and stripped")
     p.set_defaults(func=cmd_initrd_files)
