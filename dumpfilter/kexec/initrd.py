@@ -48,7 +48,9 @@ EXCLUDE = frozenset({"drgn", "_drgn", "pytest", "psutil", "mypy", "tkinter", "id
                      "site", "_sitebuiltins", "sitecustomize", "usercustomize", "_distutils_hack"})
 #: third-party modules only some input formats or options use (kdump-compressed input, -x vmlinux,
 #: verify); the trace keeps them out, so a capture initramfs does not carry numpy and its BLAS
-OPTIONAL = ("numpy", "elftools", "lzo", "snappy", "zstandard", "cramjam")
+OPTIONAL = ("numpy", "elftools", "lzo", "snappy", "zstandard", "cramjam",
+            # shutil tries these at import and does without them; their libraries cost ~0.4 MiB
+            "bz2", "_bz2", "lzma", "_lzma")
 #: decoders Python may need at start-up in a C/UTF-8 locale
 ALWAYS = ("encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.aliases")
 PACKAGE = "dumpfilter"
@@ -120,9 +122,9 @@ def _exists(name: str) -> bool:
 
 
 _TRACE = r"""
-import importlib, importlib.abc, json, sys
+import importlib, json, sys
 names, optional = json.loads(sys.argv[1]), set(json.loads(sys.argv[2]))
-class Block(importlib.abc.MetaPathFinder):
+class Block:  # a meta path finder; not importlib.abc's class, which imports zipfile, bz2, lzma ...
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in optional:
             raise ImportError(name)
@@ -135,6 +137,8 @@ for n in names:
         # "from concurrent.futures import ThreadPoolExecutor": an attribute, maybe loaded lazily by the
         # package's __getattr__ (concurrent.futures imports its .thread module only then)
         parent, _, attr = n.rpartition(".")
+        if not parent:
+            continue
         try:
             getattr(importlib.import_module(parent), attr, None)
         except Exception:
