@@ -91,6 +91,9 @@ def package_imports(entry: tuple[str, ...] = ENTRY) -> tuple[set[str], set[str]]
     """(this package's modules reached from ``entry``, standard-library names they import)."""
     ours: set[str] = set()
     other: set[str] = set()
+    missing = [e for e in entry if not _exists(e)]
+    if missing:  # a renamed module must not silently shrink the initramfs
+        raise InitrdError(f"the capture path's entry modules are missing: {', '.join(missing)}")
     todo = list(entry)
     while todo:
         name = todo.pop()

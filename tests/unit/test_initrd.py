@@ -187,3 +187,8 @@ def test_install_module(tmp_path: Path) -> None:
     dest = initrd.install_module(tmp_path / "modules.d")
     assert sorted(p.name for p in dest.iterdir()) == ["module-setup.sh", "pydumpfile-capture.sh"]
     assert os.access(dest / "module-setup.sh", os.X_OK)
+
+
+def test_a_missing_entry_module_is_an_error() -> None:
+    with pytest.raises(initrd.InitrdError, match="dumpfilter.kexec.nonesuch"):
+        initrd.package_imports(("dumpfilter.cli", "dumpfilter.kexec.nonesuch"))
