@@ -17,8 +17,9 @@ upgrades install the real one there) and writes a small shell wrapper in its pla
 - for ``-F``, relays pydumpfile's stream to its own standard output (``splice``, no copy in Python) and, if
   pydumpfile fails after writing, makes the failure impossible to take for a saved dump: the stream has no
   end marker (pydumpfile writes it only on success), a ``pydumpfile-FAILED`` file is left next to the
-  output, and the pipe's reader (``cat`` or the compressor, found through /proc) is stopped, so
-  kdump-config sees a failed pipe, keeps ``dump-incomplete`` and takes its own fallback.
+  output, and the pipe's readers (the subshell of kdump-config's ``compress`` function and its ``cat`` or
+  compressor, found through /proc) are stopped, so kdump-config sees a failed pipe, keeps
+  ``dump-incomplete`` and takes its own fallback (``cp /proc/vmcore``).
 
 If Python itself cannot start, the shell wrapper runs the real makedumpfile.
 """
@@ -103,24 +104,25 @@ def _pipe_inode(fd: int) -> str | None:
     return link if link.startswith("pipe:") else None
 
 
-def pipe_reader(fd: int = 1, proc: Path = Path("/proc")) -> tuple[int, str] | None:
-    """(pid, output path) of the process that reads the pipe on our ``fd``: in kdump-config's
-    ``makedumpfile … | cat > dump-incomplete`` that is ``cat`` and the path is dump-incomplete."""
+def pipe_readers(fd: int = 1, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """(pid, its standard output) of every process reading the pipe on our ``fd``: in kdump-config's
+    ``makedumpfile … | compress > dump-incomplete`` the shell running the ``compress`` function and its
+    ``cat`` (or compressor), whose output is dump-incomplete."""
     pipe = _pipe_inode(fd)
     if pipe is None:
-        return None
+        return []
     me = os.getpid()
+    out: list[tuple[int, str]] = []
     for d in proc.iterdir():
         if not d.name.isdigit() or int(d.name) == me:
             continue
         try:
             if os.readlink(d / "fd/0") != pipe:
                 continue
-            out = os.readlink(d / "fd/1")
+            out.append((int(d.name), os.readlink(d / "fd/1")))
         except OSError:
             continue
-        return int(d.name), out
-    return None
+    return out
 
 
 def _relay_all(src: int, dst: int) -> int:
@@ -145,13 +147,13 @@ def _relay_all(src: int, dst: int) -> int:
         total += n
 
 
-def mark_failed(reason: str, reader: tuple[int, str] | None) -> None:
+def mark_failed(reason: str, readers: list[tuple[int, str]]) -> None:
     """Leave the failure where kdump-config's admin looks, and fail the pipe kdump-config checks."""
-    if reader is None:
+    if not readers:
         _say("cannot find the reader of the output pipe: the dump file is incomplete (no end marker)")
         return
-    pid, out = reader
-    if out.startswith("/"):
+    files = sorted({out for _, out in readers if out.startswith("/") and os.path.isfile(out)})
+    for out in files[:1]:
         marker = Path(out).parent / FAILED_NAME
         try:
             marker.write_text(f"pydumpfile failed: {reason}\n{out} (renamed dump.STAMP by kdump-config) is "
@@ -159,11 +161,12 @@ def mark_failed(reason: str, reader: tuple[int, str] | None) -> None:
             _say(f"wrote {marker}")
         except OSError as e:
             _say(f"cannot write {marker}: {e.strerror}")
-    try:
-        os.kill(pid, signal.SIGTERM)
-        _say(f"stopped the pipe's reader (pid {pid}) so that kdump-config sees the failure")
-    except OSError:
-        pass
+    for pid, _ in readers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            _say(f"stopped the pipe's reader (pid {pid}) so that kdump-config sees the failure")
+        except OSError:
+            pass
 
 
 def _pydumpfile() -> list[str]:
@@ -212,7 +215,7 @@ def wrap(argv: list[str], *, real: str = DIVERTED, collector: list[str] | None =
     if written == 0:
         return _exec_real(argv, f"pydumpfile failed before writing (exit {rc})", real)
     _say(f"pydumpfile failed (exit {rc}) after writing {written} bytes")
-    mark_failed(f"exit {rc} after {written} bytes of the flattened stream", pipe_reader(1))
+    mark_failed(f"exit {rc} after {written} bytes of the flattened stream", pipe_readers(1))
     return rc
 
 
