@@ -152,6 +152,7 @@ def test_dracut_module_install(tmp_path: Path, synth, direct) -> None:
     assert "simple /usr/bin/pykdumpctl" in lines and "simple /etc/kdump.conf" in lines
     assert f"simple {key}" in lines and "multiple ssh scp" in lines
     assert any(x.startswith("hook pre-mount 90 ") and x.endswith("pydumpfile-capture.sh") for x in lines)
+    assert "simple /usr/lib/pydumpfile/action" in lines
     # the tree dracut would pack runs the collector (ELF files from the stand-in inst_binary)
     assert (initdir / "etc/kdump.conf").read_text() == conf.read_text()
     base = initdir / initrd.PREFIX.lstrip("/")
@@ -185,7 +186,8 @@ def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.Captu
 
 def test_install_module(tmp_path: Path) -> None:
     dest = initrd.install_module(tmp_path / "modules.d")
-    assert sorted(p.name for p in dest.iterdir()) == ["module-setup.sh", "pydumpfile-capture.sh"]
+    assert sorted(p.name for p in dest.iterdir()) == ["module-setup.sh", "pydumpfile-action.sh",
+                                                      "pydumpfile-capture.sh"]
     assert os.access(dest / "module-setup.sh", os.X_OK)
 
 

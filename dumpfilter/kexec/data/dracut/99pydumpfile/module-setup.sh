@@ -54,5 +54,6 @@ install() {
     done
     inst_multiple sh mount umount mkdir sync reboot halt poweroff cat rm mv dd
     inst_multiple -o blkid ip mount.nfs mount.nfs4 dmesg
+    inst_simple "$moddir/pydumpfile-action.sh" /usr/lib/pydumpfile/action
     inst_hook pre-mount 90 "$moddir/pydumpfile-capture.sh"
 }

@@ -4,6 +4,7 @@
 # failure_action); the root file system is never mounted.
 [ -e /proc/vmcore ] || return 0 2>/dev/null || exit 0
 echo "pydumpfile: pykdumpctl capture --config /etc/kdump.conf" > /dev/kmsg 2>/dev/null
-/usr/bin/pykdumpctl capture --config /etc/kdump.conf
+# final_action / failure_action through the kernel's sysrq (no systemd here for reboot/poweroff)
+PYKDUMPCTL_ACTION_CMD=/usr/lib/pydumpfile/action /usr/bin/pykdumpctl capture --config /etc/kdump.conf
 # capture ends with final_action; should it come back, do not boot the old root in the capture kernel
-reboot -f
+/usr/lib/pydumpfile/action reboot
