@@ -272,6 +272,9 @@ def cmd_debian(args: argparse.Namespace) -> int:
     if args.action == "enable":
         if _is_ours(target) and _diverted(root):
             print("already enabled")
+        elif _is_ours(target):  # diverting now would rename our wrapper into the real one's place
+            raise DebianError(f"{target} is the wrapper but there is no diversion: run 'pykdumpctl debian disable' "
+                              "and reinstall makedumpfile, then enable again")
         else:
             if not _diverted(root):
                 rc = _divert(root, "--local", "--rename", "--divert", DIVERTED, "--add", MAKEDUMPFILE)

@@ -127,6 +127,10 @@ def test_enable_status_disable(deb: Debian, capsys: pytest.CaptureFixture[str],
     assert not (deb.bindir / "makedumpfile.distrib").exists()
     rc, _ = deb.ctl(capsys, monkeypatch, "status")
     assert rc == 3
+    # a wrapper without its diversion is not diverted over
+    (deb.bindir / "makedumpfile").write_text(debian.wrapper_text())
+    rc = main(["debian", "enable", "--root", str(deb.root)])
+    assert rc == 1 and "there is no diversion" in capsys.readouterr().err
 
 
 def test_savecore_saves_a_dump_our_reader_opens(deb: Debian, synth, tmp_path: Path,
