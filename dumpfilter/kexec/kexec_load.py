@@ -480,11 +480,10 @@ def run_image(args, machine: Machine, syscall=None) -> int:  # noqa: ANN001 - lo
         image = probe(kernel)
     except ImageError as e:
         raise loader.KexecError(str(e)) from None
-    cmdline = loader.build_cmdline(crash=crash, reuse=args.reuse_cmdline, append=args.append, capture_args=False)
-    if crash and not args.no_capture_args:  # this machine's capture parameters (--arch: not the host's)
-        words = loader.cmdline_words(cmdline)
-        present = {w.split("=", 1)[0] for w in (words[: words.index("--")] if "--" in words else words)}
-        cmdline = loader.add_params(cmdline, [a for a in machine.capture_add if a.split("=", 1)[0] not in present])
+    cmd = loader.make_cmdline(crash=crash, reuse=args.reuse_cmdline, append=args.append,
+                              capture_args=not args.no_capture_args, remove=args.remove,
+                              machine=machine)  # this machine's capture parameters (--arch: not the host's)
+    cmdline = cmd.line
     if len(cmdline.encode()) > image.max_cmdline(crash):
         raise loader.KexecError(f"the command line is {len(cmdline.encode())} bytes; the kernel takes at most "
                                 f"{image.max_cmdline(crash)}")
@@ -511,7 +510,7 @@ def run_image(args, machine: Machine, syscall=None) -> int:  # noqa: ANN001 - lo
             lines.append(f"version: {image.version_string}")
         lines.append(f"initrd:  {initrd} ({len(initrd_data)} bytes)" if initrd and initrd_data is not None
                      else "initrd:  none")
-        lines += [f"cmdline: {cmdline}", f"syscall: {config_note}"]
+        lines += [f"cmdline: {cmdline}", *cmd.report(), f"syscall: {config_note}"]
         if kexec_file is not False:
             lines.append(f"would call: {_file_syscall_text(image, initrd, cmdline, file_flags)}")
         if crash and kexec_file is not True:
@@ -545,4 +544,6 @@ def run_image(args, machine: Machine, syscall=None) -> int:  # noqa: ANN001 - lo
     elif err:
         raise loader.KexecError(loader.explain_errno(err, crash=crash))
     print(f"loaded the {what} {kernel} ({how}); cmdline: {cmdline}")
+    for line in cmd.report():
+        print(line)
     return 0

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import DumpfilterError
 from . import sysroot
 from .bzimage import BzImage, probe
-from ..kernel.arch.machines import host
+from ..kernel.arch.machines import Machine, host
 from ..kernel.arch.machines import machine as machine_facts
 from ..sizes import format_size
 
@@ -41,8 +41,8 @@ _FLAG_NAMES = (
     (KEXEC_FILE_NO_INITRAMFS, "KEXEC_FILE_NO_INITRAMFS"),
 )
 
-#: Appended to a capture kernel's command line unless the parameter is already there (kdump-utils'
-#: KDUMP_COMMANDLINE_APPEND starts with these three); per machine in kernel/arch/machines.py.
+#: Added to a capture kernel's command line (kdump-utils' KDUMP_COMMANDLINE_APPEND for this machine);
+#: per machine in kernel/arch/machines.py, with the names removed (KDUMP_COMMANDLINE_REMOVE).
 CAPTURE_ARGS = host().capture_add
 
 Syscall = Callable[..., tuple[int, int]]
@@ -80,6 +80,84 @@ def add_params(cmdline: str, extra: list[str]) -> str:
     return " ".join(words[:at] + extra + words[at:])
 
 
+@dataclass(frozen=True)
+class Cmdline:
+    """A command line and, for a crash kernel, what was taken from and added to the reused one."""
+
+    line: str
+    removed: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+
+    def report(self) -> list[str]:
+        """``removed: …`` and ``added: …`` lines (none when nothing changed)."""
+        out = []
+        if self.removed:
+            out.append(f"removed: {' '.join(self.removed)}")
+        if self.added:
+            out.append(f"added:   {' '.join(self.added)}")
+        return out
+
+
+def _kernel_part(words: list[str]) -> list[str]:
+    return words[: words.index("--")] if "--" in words else words
+
+
+def make_cmdline(
+    *,
+    crash: bool,
+    reuse: bool,
+    append: str | None,
+    capture_args: bool = True,
+    running: str | None = None,
+    machine: Machine | None = None,
+    remove: str | None = None,
+) -> Cmdline:
+    """The command line for the new kernel, with what was removed and added.
+
+    kexec-tools rules: ``--reuse-cmdline`` takes /proc/cmdline minus ``BOOT_IMAGE=`` (and minus
+    ``crashkernel=`` for a crash kernel); ``--append``/``--command-line`` is added after it, or is
+    the whole line without ``--reuse-cmdline``. For a crash kernel (``-p``) with neither option the
+    running command line is reused, and like kdumpctl (KDUMP_COMMANDLINE_REMOVE/APPEND) we then drop
+    ``crashkernel=``, the machine's ``capture_remove`` names and the names in ``remove`` from the
+    reused words, and add the machine's ``capture_add`` parameters (kernel/arch/machines.py): a reused
+    word of the same name is replaced, one the user gave with ``--append`` is kept. ``capture_args``
+    False leaves the machine's table out (``crashkernel=`` and ``remove`` still go). Additions go
+    before a ``--`` separator, since the words after it are init's arguments.
+    """
+    m = machine if machine is not None else host()
+    base: list[str] = []
+    if reuse or (crash and append is None):
+        text = sysroot.read_cmdline() if running is None else running
+        base = [w for w in cmdline_words(text) if _key(w) != "BOOT_IMAGE"]
+    user = cmdline_words(append) if append else []
+    if not crash:
+        return Cmdline(add_params(" ".join(base), user))
+    drop = {"crashkernel"} | set(cmdline_words(remove or ""))
+    table_add = list(m.capture_add) if capture_args else []
+    if capture_args:
+        drop |= set(m.capture_remove)
+    replace = {_key(w) for w in table_add}
+    at = base.index("--") if "--" in base else len(base)
+    kept: list[str] = []
+    removed: list[str] = []
+    for i, w in enumerate(base):
+        if i < at and (_key(w) in drop or _key(w) in replace):
+            removed.append(w)
+        else:
+            kept.append(w)
+    user = [w for w in user if _key(w) != "crashkernel"]
+    line = add_params(" ".join(kept), user)
+    present = {_key(w) for w in _kernel_part(cmdline_words(line))}
+    added = [a for a in table_add if _key(a) not in present]
+    # a reused word replaced by the same word is no change: report neither
+    same = set(removed) & set(added)
+    return Cmdline(
+        add_params(line, added),
+        removed=tuple(w for w in removed if w not in same),
+        added=tuple(a for a in added if a not in same),
+    )
+
+
 def build_cmdline(
     *,
     crash: bool,
@@ -87,31 +165,12 @@ def build_cmdline(
     append: str | None,
     capture_args: bool = True,
     running: str | None = None,
+    machine: Machine | None = None,
+    remove: str | None = None,
 ) -> str:
-    """The command line for the new kernel.
-
-    kexec-tools rules: ``--reuse-cmdline`` takes /proc/cmdline minus ``BOOT_IMAGE=`` (and minus
-    ``crashkernel=`` for a crash kernel); ``--append``/``--command-line`` is added after it, or is
-    the whole line without ``--reuse-cmdline``. Our additions for a crash kernel (``-p``): with
-    neither option the running command line is reused; ``crashkernel=`` is removed from the result
-    (a capture kernel must not reserve memory again); ``irqpoll nr_cpus=1 reset_devices`` are added
-    unless already present or ``capture_args`` is False. Whatever we add to a reused line goes before
-    a ``--`` separator, since the words after it are init's arguments.
-    """
-    line = ""
-    if reuse or (crash and append is None):
-        base = sysroot.read_cmdline() if running is None else running
-        line = remove_params(base, {"BOOT_IMAGE"})
-    if append:
-        line = add_params(line, cmdline_words(append))
-    if crash:
-        line = remove_params(line, {"crashkernel"})
-        if capture_args:
-            words = cmdline_words(line)
-            kernel_words = words[: words.index("--")] if "--" in words else words
-            present = {_key(w) for w in kernel_words}
-            line = add_params(line, [a for a in CAPTURE_ARGS if _key(a) not in present])
-    return line
+    """:func:`make_cmdline`'s line."""
+    return make_cmdline(crash=crash, reuse=reuse, append=append, capture_args=capture_args, running=running,
+                        machine=machine, remove=remove).line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +381,8 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Load a kernel for kexec or for crash dumps with kexec_file_load(2).",
         epilog=(
+            "With -p the running command line is reused minus crashkernel= and the parameters kdump-utils removes "
+            "for this machine, plus the ones it adds; pykexec prints what it removed and added. "
             f"A real load or unload needs root and {ALLOW_ENV}=1; --dry-run checks everything and prints the "
             "syscall instead. --status exits 0 when a crash kernel is loaded, 1 when not. "
             f"{sysroot.ENV} redirects /proc and /sys (tests)."
@@ -337,8 +398,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="the command line, or what is added to it with --reuse-cmdline")
     p.add_argument("--reuse-cmdline", action="store_true",
                    help="start from /proc/cmdline without BOOT_IMAGE= (and crashkernel= with -p)")
+    p.add_argument("--remove", metavar="NAMES",
+                   help="with -p: also drop these parameter names from the reused command line "
+                   "(kdumpctl's KDUMP_COMMANDLINE_REMOVE), e.g. --remove 'rd.lvm.lv quiet'")
     p.add_argument("--no-capture-args", action="store_true",
-                   help=f"with -p: do not add {' '.join(CAPTURE_ARGS)}")
+                   help="with -p: keep the reused command line as it is (only crashkernel= and --remove go) and "
+                   "add nothing; by default the machine's kdump-utils lists apply, e.g. here drop "
+                   f"{' '.join(host().capture_remove) or 'nothing'}, add {' '.join(CAPTURE_ARGS) or 'nothing'}")
     p.add_argument("-u", "--unload", action="store_true", help="unload instead of load")
     p.add_argument("-S", "--status", action="store_true",
                    help="print /sys/kernel/kexec_loaded, kexec_crash_loaded and kexec_crash_size")
@@ -358,6 +424,7 @@ def run(argv: list[str]) -> int:
         from .kexec_load import run_image  # Image kernels; kexec_load where there is no kexec_file_load
 
         return run_image(args, machine_facts(args.arch or platform.machine()))
+    changes: list[str] = []
     if args.unload:
         plan = plan_unload(crash=crash)
     else:
@@ -368,12 +435,13 @@ def run(argv: list[str]) -> int:
             raise KexecError(f"two kernels given: {kernel} and {args.kernel}")
         if not (crash or args.load):
             raise KexecError("say what to do with the kernel: -p (crash kernel) or -l (kexec reboot)")
-        cmdline = build_cmdline(
-            crash=crash, reuse=args.reuse_cmdline, append=args.append, capture_args=not args.no_capture_args
-        )
-        plan = plan_load(kernel, args.initrd, cmdline, crash=crash)
+        cmd = make_cmdline(crash=crash, reuse=args.reuse_cmdline, append=args.append,
+                           capture_args=not args.no_capture_args, remove=args.remove,
+                           machine=machine_facts(args.arch or platform.machine()))
+        changes = cmd.report()
+        plan = plan_load(kernel, args.initrd, cmd.line, crash=crash)
     if args.dry_run:
-        print("\n".join(plan.describe()))
+        print("\n".join(plan.describe() + changes))
         return 0
     execute(plan)
     what = "crash kernel" if crash else "kexec kernel"
@@ -381,6 +449,8 @@ def run(argv: list[str]) -> int:
         print(f"unloaded the {what}")
     else:
         print(f"loaded the {what} {args.load_panic or args.load or args.kernel}; cmdline: {plan.cmdline}")
+        for line in changes:
+            print(line)
     return 0
 
 

@@ -6,6 +6,13 @@
     pykdumpctl check-config [FILE]             parse kdump.conf (default /etc/kdump.conf)
     pykdumpctl capture [--config FILE] …       save the vmcore (run in the kdump kernel; see capture.py)
     pykdumpctl save-raw DEVICE [--path DIR]    save a dump left on a raw target by capture
+    pykdumpctl status | start | stop           kdumpctl's: is a crash kernel loaded (exit 0/3), load, unload
+    pykdumpctl test [--yes]                    what a crash would do now; --yes crashes (sysrq c)
+    pykdumpctl propagate                       create and install the ssh key of kdump.conf's ssh target
+    pykdumpctl rebuild [--dry-run]             build the capture initramfs (dracut + 99pydumpfile)
+    pykdumpctl unit install|remove             pykdump.service: load the crash kernel at boot
+    pykdumpctl initrd-files --stage DIR        the Python files of the capture initramfs (for dracut)
+    pykdumpctl debian enable|disable|status    Debian's kdump-config runs pydumpfile as makedumpfile
 
 ``DUMPFILTER_SYSROOT`` redirects /proc and /sys (tests). Exit status 0, or 1 with one line on stderr.
 """
@@ -24,6 +31,7 @@ from ..sizes import format_size
 from .crashkernel import MiB, estimate_breakdown, parse_size, reservation
 from .capture import SSH_RECEIVERS, CaptureOptions, capture, save_raw
 from .kdumpconf import DEFAULT_PATH, KdumpConfError, parse_file
+from . import debian, initrd, propagate, service
 
 PROG = "pykdumpctl"
 DEFAULT_CONFIG = "/etc/kdump.conf"
@@ -212,6 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     sr.add_argument("--config", metavar="FILE", help=f"kdump.conf to take path from (default {DEFAULT_CONFIG} if present)")
     sr.add_argument("--keep", action="store_true", help="do not wipe the stream header after saving")
     sr.set_defaults(func=cmd_save_raw)
+
+    service.add_parsers(sub)
+    propagate.add_parser(sub, DEFAULT_CONFIG)
+    initrd.add_parser(sub)
+    debian.add_parser(sub)
     return p
 
 

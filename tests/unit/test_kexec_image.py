@@ -302,7 +302,7 @@ def test_dry_run_without_kexec_file_shows_the_segments(tmp_path, monkeypatch, ca
                                                         "--initrd", str(tmp_path / "initrd")])
     assert rc == 0, err
     assert "Image unpacked from gzip" in out and "Linux version 6.1.0-99-test-arm64" in out
-    assert "cmdline: console=ttyAMA0 root=/dev/vda irqpoll nr_cpus=1 reset_devices cma=0\n" in out
+    assert "cmdline: console=ttyAMA0 root=/dev/vda irqpoll nr_cpus=1 reset_devices cgroup_disable=memory udev.children-max=2 panic=10 swiotlb=noforce novmcoredd cma=0 hugetlb_cma=0 kfence.sample_interval=0\n" in out
     assert "no kexec_file_load" in out and "kexec_file_load(" not in out
     for what in ("kernel", "initrd", "dtb", "elfcorehdr", "purgatory"):
         assert f"  {what} " in out
@@ -372,7 +372,7 @@ def test_load_falls_back_to_kexec_load(tmp_path, monkeypatch, capsys, file_errno
         assert entry.value == fake.segments[4][1]  # the purgatory
     else:
         assert [c[0] for c in fake.calls] == [294] and "(kexec_file_load)" in out
-        assert fake.calls[0][1][3].value == b"console=ttyAMA0 root=/dev/vda irqpoll nr_cpus=1 reset_devices cma=0"
+        assert fake.calls[0][1][3].value == b"console=ttyAMA0 root=/dev/vda irqpoll nr_cpus=1 reset_devices cgroup_disable=memory udev.children-max=2 panic=10 swiotlb=noforce novmcoredd cma=0 hugetlb_cma=0 kfence.sample_interval=0"
 
 
 def test_unload_and_errors(tmp_path, monkeypatch, capsys):
@@ -408,3 +408,19 @@ def test_crashkernel_rules_of_the_machine():
     assert any("16M-aligned" in n for n in reservation("256M@0x60200000", 8 * G, arch="x86_64").notes)
     assert reservation("2G-4G:256M,4G-64G:320M,64G-:576M", 8 * G, arch="aarch64").size == 320 * MiB
     assert reservation("512M,high", 8 * G, arch="x86_64").low_size == 256 * MiB
+
+
+def test_dry_run_reports_the_capture_line_changes(tmp_path, monkeypatch, capsys):
+    """--reuse-cmdline on arm64: the running line loses what kdump-utils removes there (and --remove's
+    names), gains its additions, and pykexec says which."""
+    (tmp_path / "Image").write_bytes(gzip.compress(image_bytes()))
+    root = fake_root(tmp_path, kexec_file=True)
+    (root / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz console=ttyAMA0 root=/dev/vda quiet cma=64M "
+                                       "rd.lvm.lv=vg/root crashkernel=256M\n")
+    rc, out, err = _pykexec(monkeypatch, capsys, root, ["--arch", "aarch64", "--dry-run", "-p", str(tmp_path / "Image"),
+                                                        "--reuse-cmdline", "--remove", "rd.lvm.lv"])
+    assert rc == 0, err
+    assert "removed: quiet cma=64M rd.lvm.lv=vg/root crashkernel=256M\n" in out
+    assert "added:   irqpoll nr_cpus=1 reset_devices cgroup_disable=memory" in out
+    line = next(x for x in out.splitlines() if x.startswith("cmdline: ")).split()[1:]
+    assert line[:2] == ["console=ttyAMA0", "root=/dev/vda"] and "cma=0" in line and "swiotlb=noforce" in line

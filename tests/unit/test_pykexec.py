@@ -15,12 +15,14 @@ import pytest
 from dumpfilter.errors import DumpfilterError
 from dumpfilter.kexec import loader, sysroot
 from dumpfilter.kexec.bzimage import ImageError, probe
+from dumpfilter.kernel.arch.machines import Machine, machine
 from dumpfilter.kexec.loader import (
     KEXEC_FILE_NO_INITRAMFS,
     KEXEC_FILE_ON_CRASH,
     KEXEC_FILE_UNLOAD,
     KexecError,
     build_cmdline,
+    make_cmdline,
     execute,
     explain_errno,
     main,
@@ -29,6 +31,8 @@ from dumpfilter.kexec.loader import (
 )
 
 RUNNING = "BOOT_IMAGE=/vmlinuz-6.1.0 root=UUID=abcd ro quiet crashkernel=512M-2G:64M,2G-:128M console=ttyS0"
+#: a machine with a short table, so the rules are visible apart from any one machine's lists
+PLAIN = Machine("plain", 0, capture_add=("irqpoll", "nr_cpus=1", "reset_devices"), capture_remove=("hugepages",))
 
 
 def fake_bzimage(
@@ -135,42 +139,82 @@ def test_probe_rejects_short_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_capture_cmdline_from_the_running_one() -> None:
-    line = build_cmdline(crash=True, reuse=False, append=None, running=RUNNING)
+    line = build_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running=RUNNING)
     assert line == "root=UUID=abcd ro quiet console=ttyS0 irqpoll nr_cpus=1 reset_devices"
 
 
 def test_capture_args_are_not_duplicated_and_can_be_left_out() -> None:
-    line = build_cmdline(crash=True, reuse=True, append="nr_cpus=2 irqpoll", running=RUNNING)
+    line = build_cmdline(machine=PLAIN, crash=True, reuse=True, append="nr_cpus=2 irqpoll", running=RUNNING)
     assert line.split().count("irqpoll") == 1
     assert "nr_cpus=2" in line and "nr_cpus=1" not in line
     assert line.endswith("reset_devices")
-    bare = build_cmdline(crash=True, reuse=False, append="root=/dev/vda", capture_args=False, running=RUNNING)
+    bare = build_cmdline(machine=PLAIN, crash=True, reuse=False, append="root=/dev/vda", capture_args=False, running=RUNNING)
     assert bare == "root=/dev/vda"
 
 
 def test_crashkernel_is_removed_even_from_append() -> None:
-    line = build_cmdline(crash=True, reuse=False, append="root=/dev/vda crashkernel=256M", running=RUNNING)
+    line = build_cmdline(machine=PLAIN, crash=True, reuse=False, append="root=/dev/vda crashkernel=256M", running=RUNNING)
     assert "crashkernel" not in line and line.startswith("root=/dev/vda")
 
 
 def test_reuse_for_a_normal_kexec_keeps_crashkernel() -> None:
-    line = build_cmdline(crash=False, reuse=True, append="single", running=RUNNING)
+    line = build_cmdline(machine=PLAIN, crash=False, reuse=True, append="single", running=RUNNING)
     assert line.startswith("root=UUID=abcd") and "crashkernel=512M-2G:64M,2G-:128M" in line
     assert "BOOT_IMAGE" not in line and line.endswith(" single") and "irqpoll" not in line
-    assert build_cmdline(crash=False, reuse=False, append=None, running=RUNNING) == ""
+    assert build_cmdline(machine=PLAIN, crash=False, reuse=False, append=None, running=RUNNING) == ""
 
 
 def test_additions_go_before_the_init_separator() -> None:
     running = "BOOT_IMAGE=x root=/dev/vda crashkernel=256M -- --init-flag"
-    line = build_cmdline(crash=True, reuse=False, append=None, running=running)
+    line = build_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running=running)
     assert line == "root=/dev/vda irqpoll nr_cpus=1 reset_devices -- --init-flag"
-    line = build_cmdline(crash=False, reuse=True, append="single", running=running)
+    line = build_cmdline(machine=PLAIN, crash=False, reuse=True, append="single", running=running)
     assert line == "root=/dev/vda crashkernel=256M single -- --init-flag"
 
 
 def test_quoted_parameters_stay_whole() -> None:
-    line = build_cmdline(crash=True, reuse=False, append=None, running='BOOT_IMAGE=x dyndbg="file a.c +p" crashkernel=1G')
+    line = build_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running='BOOT_IMAGE=x dyndbg="file a.c +p" crashkernel=1G')
     assert line.startswith('dyndbg="file a.c +p" irqpoll')
+
+
+def test_x86_64_capture_line_as_kdump_utils() -> None:
+    running = ("BOOT_IMAGE=/vmlinuz root=/dev/vda ro quiet hugepagesz=2M hugepages=512 cma=64M swiotlb=65536 "
+               "transparent_hugepage=always log_buf_len=16M crashkernel=256M console=ttyS0")
+    cmd = make_cmdline(crash=True, reuse=False, append=None, running=running, machine=machine("x86_64"))
+    words = cmd.line.split()
+    for gone in ("quiet", "hugepagesz=2M", "hugepages=512", "cma=64M", "swiotlb=65536", "log_buf_len=16M",
+                 "crashkernel=256M", "transparent_hugepage=always"):
+        assert gone not in words and gone in cmd.removed
+    assert "crashkernel=256M" in cmd.removed and "BOOT_IMAGE=/vmlinuz" not in cmd.removed
+    for new in ("cgroup_disable=memory", "numa=off", "transparent_hugepage=never", "nokaslr", "cma=0",
+                "hugetlb_cma=0", "irqpoll", "nr_cpus=1", "reset_devices", "novmcoredd"):
+        assert words.count(new) == 1 and new in cmd.added
+    assert words[:3] == ["root=/dev/vda", "ro", "console=ttyS0"]
+    assert cmd.report()[0].startswith("removed: quiet hugepagesz=2M")
+
+
+def test_machine_tables_differ() -> None:
+    aa = make_cmdline(crash=True, reuse=False, append=None, running="root=/dev/vda cma=64M", machine=machine("aarch64"))
+    assert "swiotlb=noforce" in aa.added and "cma=0" in aa.line.split() and "nokaslr" not in aa.line
+    ppc = make_cmdline(crash=True, reuse=False, append=None, running="root=/dev/vda cma=64M", machine=machine("ppc64le"))
+    assert "cma=64M" in ppc.line.split() and "nr_cpus=16" in ppc.added and "cma=64M" not in ppc.removed
+    s390 = make_cmdline(crash=True, reuse=False, append=None, running="root=/dev/vda prot_virt=1", machine=machine("s390x"))
+    assert s390.removed == ("prot_virt=1",) and "irqpoll" not in s390.line
+    unknown = make_cmdline(crash=True, reuse=False, append=None, running="root=/dev/vda quiet crashkernel=1G",
+                           machine=machine("pdp11"))
+    assert unknown.line == "root=/dev/vda quiet" and unknown.added == () and unknown.removed == ("crashkernel=1G",)
+
+
+def test_user_append_wins_and_remove_option() -> None:
+    cmd = make_cmdline(crash=True, reuse=True, append="nr_cpus=4 quiet", running="root=/dev/vda nr_cpus=2 rd.lvm.lv=x",
+                       machine=PLAIN, remove="rd.lvm.lv")
+    assert cmd.line == "root=/dev/vda nr_cpus=4 quiet irqpoll reset_devices"
+    assert cmd.removed == ("nr_cpus=2", "rd.lvm.lv=x") and cmd.added == ("irqpoll", "reset_devices")
+    same = make_cmdline(crash=True, reuse=False, append=None, running="root=/dev/vda irqpoll", machine=PLAIN)
+    assert same.line == "root=/dev/vda irqpoll nr_cpus=1 reset_devices" and same.removed == ()
+    bare = make_cmdline(crash=True, reuse=False, append=None, running="a hugepages=3 crashkernel=1G", machine=PLAIN,
+                        capture_args=False)
+    assert bare.line == "a hugepages=3" and bare.report() == ["removed: crashkernel=1G"]
 
 
 # --- the plan and --dry-run -------------------------------------------------------------------------------
@@ -192,9 +236,11 @@ def test_cmdline_too_long_for_the_kernel(kernel: Path) -> None:
 
 
 def test_dry_run_prints_the_syscall(fakeroot: Path, kernel: Path, initrd: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["-p", str(kernel), "--initrd", str(initrd), "--dry-run"]) == 0
+    assert main(["-p", str(kernel), "--initrd", str(initrd), "--dry-run", "--arch", "x86_64"]) == 0
     out = capsys.readouterr().out
-    cmd = "root=UUID=abcd ro quiet console=ttyS0 irqpoll nr_cpus=1 reset_devices"
+    cmd = make_cmdline(crash=True, reuse=False, append=None, running=RUNNING, machine=machine("x86_64")).line
+    assert cmd.startswith("root=UUID=abcd ro console=ttyS0 irqpoll nr_cpus=1 reset_devices")
+    assert "removed: quiet crashkernel=512M-2G:64M,2G-:128M\n" in out and "added:   irqpoll nr_cpus=1 reset_devices cgroup_disable=memory" in out
     assert f"cmdline: {cmd}" in out
     assert (
         f'kexec_file_load(kernel_fd=open("{kernel}"), initrd_fd=open("{initrd}"), '

@@ -1,0 +1,59 @@
+#!/bin/bash
+# 99pydumpfile: pydumpfile and `pykdumpctl capture` in a capture initramfs.
+# Installed into /usr/lib/dracut/modules.d by `pykdumpctl rebuild`, which runs dracut with
+# -m "... pydumpfile"; PYDUMPFILE_PYKDUMPCTL says how to run pykdumpctl, PYDUMPFILE_KDUMP_CONF which
+# kdump.conf to carry. Python comes as `pykdumpctl initrd-files` stages it: the interpreter, only the
+# standard-library modules the capture path imports (compiled, in a zip), the package's .pyc and .so
+# files; dracut's inst_binary adds the shared libraries of every ELF file.
+
+check() {
+    # only when asked for by name
+    return 255
+}
+
+depends() {
+    echo base fs-lib
+    return 0
+}
+
+_pydumpfile_conf() {
+    # the value of a kdump.conf directive (first one), e.g. _pydumpfile_conf sshkey
+    sed -n "s/^[[:space:]]*$1[[:space:]]\+\([^#]*\).*/\1/p" "$2" | head -n 1 | sed 's/[[:space:]]*$//'
+}
+
+install() {
+    local ctl conf stage src dest f key
+    ctl=${PYDUMPFILE_PYKDUMPCTL:-pykdumpctl}
+    conf=${PYDUMPFILE_KDUMP_CONF:-/etc/kdump.conf}
+    stage=$(mktemp -d "${DRACUT_TMPDIR:-/tmp}/pydumpfile.XXXXXX") || return 1
+    # shellcheck disable=SC2086
+    if ! $ctl initrd-files --stage "$stage/root" --elf-list "$stage/elf"; then
+        derror "pydumpfile: pykdumpctl initrd-files failed"
+        rm -rf "$stage"
+        return 1
+    fi
+    (cd "$stage/root" && find . -type f) | while read -r f; do
+        inst_simple "$stage/root/${f#./}" "/${f#./}"
+    done
+    while read -r src dest; do
+        inst_binary "$src" "$dest"
+    done < "$stage/elf"
+    rm -rf "$stage"
+
+    if [[ -f $conf ]]; then
+        inst_simple "$conf" /etc/kdump.conf
+        key=$(_pydumpfile_conf sshkey "$conf")
+        if grep -q '^[[:space:]]*ssh[[:space:]]' "$conf"; then
+            inst_simple "${key:-/root/.ssh/kdump_id_rsa}"
+            [[ -f /root/.ssh/known_hosts ]] && inst_simple /root/.ssh/known_hosts
+            inst_multiple ssh scp
+        fi
+    fi
+    for d in pre.d post.d emergency.d; do
+        [[ -d /etc/kdump/$d ]] && inst_dir "/etc/kdump/$d" && inst_multiple -o /etc/kdump/$d/*
+    done
+    inst_multiple sh mount umount mkdir sync reboot halt poweroff cat rm mv dd
+    inst_multiple -o blkid ip mount.nfs mount.nfs4 dmesg
+    inst_simple "$moddir/pydumpfile-action.sh" /usr/lib/pydumpfile/action
+    inst_hook pre-mount 90 "$moddir/pydumpfile-capture.sh"
+}
