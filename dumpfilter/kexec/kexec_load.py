@@ -384,14 +384,6 @@ def has_kexec_file(release: str | None = None) -> bool | None:
 # pykexec for machines whose kernels are Images (loader.run hands over here)
 
 
-def _libc_syscall(nr: int, *args: object) -> tuple[int, int]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = libc.syscall
-    fn.restype = ctypes.c_long
-    ret = fn(ctypes.c_long(nr), *args)
-    return int(ret), ctypes.get_errno()
-
-
 def _file_load(machine: Machine, image: KernelImage | None, initrd: Path | None, cmdline: str, flags: int,
                syscall) -> int:  # noqa: ANN001
     """kexec_file_load with the unpacked Image in a memfd; returns errno (0: done)."""
@@ -449,7 +441,7 @@ def run_image(args, machine: Machine, syscall=None) -> int:  # noqa: ANN001 - lo
             raise loader.KexecError(f"--arch {args.arch} is for --dry-run only; this machine is {os.uname().machine}")
         if syscall is None:
             loader.require_real_allowed()
-            syscall = _libc_syscall
+            syscall = loader._libc_syscall
     what = "crash kernel" if crash else "kexec kernel"
     if args.unload:
         flags = file_flags | loader.KEXEC_FILE_UNLOAD
