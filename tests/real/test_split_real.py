@@ -3,6 +3,7 @@ sets that join back byte for byte (ours by ours and by makedumpfile, makedumpfil
 joined pages equal to the unsplit dump's."""
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -38,3 +39,30 @@ def test_split_sets_against_makedumpfile(core_61, tmp_path, n):
         r = tool(["--reassemble", *parts, out])
         assert r.returncode == 0, r
         assert out.read_bytes() == want.read_bytes(), f"{tool.__name__} joining {parts[0].name}..."
+
+
+def test_crash_opens_a_split_set(core_61, tmp_path):
+    """crash 8 with Debian's -dbg vmlinux opens our --split set (both files on its command line) and
+    reads the crashed kernel's release, the panic, a stack trace and the log from it."""
+    import shutil
+    import subprocess
+
+    from fixtures.dbgsym import vmlinux
+
+    crash = shutil.which("crash")
+    if crash is None:
+        pytest.fail("crash is not installed (.ci/install-deps.sh installs it)")
+    vm = str(core_61 / "vmcore")
+    parts = [tmp_path / "p0", tmp_path / "p1"]
+    r = run(["--split", "-l", "-d", "31", "--splitblock-size", "131072", vm, *parts])
+    assert r.returncode == 0, r.stderr.decode()
+    assert all(p.stat().st_size > 100_000 for p in parts), [p.stat().st_size for p in parts]
+    cmds = "sys\nbt\nlog\nquit\n"
+    out = subprocess.run([crash, "-s", str(vmlinux(core_61)), *map(str, parts)], input=cmds.encode(),
+                         capture_output=True, timeout=600)
+    text = out.stdout.decode(errors="replace")
+    assert "RELEASE: 6.1." in text, text[-3000:] + out.stderr.decode(errors="replace")[-2000:]
+    assert 'PANIC: "Kernel panic - not syncing: sysrq triggered crash"' in text
+    assert re.search(r"#\d+ \[[0-9a-f]+\] panic at ", text), text[-3000:]
+    assert "sysrq: Trigger a crash" in text
+    assert "excluded" not in text.lower() and "seek error" not in text.lower(), text[-3000:]
