@@ -20,8 +20,8 @@ bitmaps, compared on the first round).
 
 ``--extras`` (on the real vmcore): refiltering a ``-l -d 1`` dump to ``-l -d 31`` (both collectors,
 the input made once by makedumpfile), ``--split`` into 2 files with ``--num-threads 0`` against the same
-run unsplit at ``-l -d 1``.  ``--rss-sweep`` runs pydumpfile once more per image with ``-E -d 31``,
-``-c -d 31`` and ``--num-threads 4`` and reports the peak RSS only.
+run unsplit at ``-l -d 1``.  ``--rss-sweep`` runs pydumpfile once more per image (up to ``--rss-sweep-max`` GiB) with
+``-E -d 31``, ``-c -d 31`` and ``--num-threads 4`` and reports the peak RSS.
 """
 from __future__ import annotations
 
@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mdf-threads", default="1", help="makedumpfile thread counts besides 1 (its --num-threads)")
     ap.add_argument("--extras", action="store_true", help="refilter and --split runs on the real vmcores")
     ap.add_argument("--rss-sweep", action="store_true")
+    ap.add_argument("--rss-sweep-max", type=float, default=64, help="only on images up to this many GiB")
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--pydumpfile", default=None)
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         b.image(img)
         if a.extras and img.real:
             b.extras_real(img)
-        if a.rss_sweep:
+        if a.rss_sweep and img.gib <= a.rss_sweep_max:
             b.rss_sweep(img)
     print()
     print(b.table())
