@@ -195,3 +195,24 @@ def bits(bm, start: int, end: int) -> np.ndarray:
     raw = np.frombuffer(bm.tobytes(), dtype=np.uint8)
     out = np.unpackbits(raw, bitorder="little")[start:end].astype(bool)
     return out
+
+
+REPORT_LINES = {
+    "zero": "Pages filled with zero",
+    "cache": "Non-private cache pages",
+    "cache_private": "Private cache pages",
+    "user": "User process data pages",
+    "free": "Free pages",
+}
+
+
+def report_counts(text: str) -> dict[str, int]:
+    """The excluded-page counts of a makedumpfile-style report (``--message-level``/``--show-stats``)."""
+    import re
+
+    out = {}
+    for key, label in REPORT_LINES.items():
+        m = re.search(re.escape(label) + r"\s*:\s*0x([0-9a-f]+)", text)
+        assert m, f"no {label!r} line in the report"
+        out[key] = int(m.group(1), 16)
+    return out

@@ -27,31 +27,13 @@ from dumpfilter.kernel.arch import for_machine
 from dumpfilter.kernel.arch.machines import EM_AARCH64
 from dumpfilter.kernel.vmcoreinfo import VmcoreInfo
 from fixtures.realcore_lib import oracle
-from tests.helpers import KdumpFile, bits, run, runs_of
+from tests.helpers import KdumpFile, bits, report_counts, run, runs_of
 from tests.real.test_dmesg_real import cli_dmesg, first_kernel_console, our_messages, strip_caller
 from tests.real.test_kpageflags_real import THRESHOLD, compare
 
 ARM64 = ["core_arm64_61", "core_arm64_612", "core_arm64_612_48", "core_arm64_7x", "core_arm64_612_16k"]
 NEW = ARM64[1:]  # no makedumpfile for these
 LEVELS = [1, 2, 4, 8, 16, 31]
-REPORT = {
-    "zero": "Pages filled with zero",
-    "cache": "Non-private cache pages",
-    "cache_private": "Private cache pages",
-    "user": "User process data pages",
-    "free": "Free pages",
-}
-
-
-def _report(text: str) -> dict[str, int]:
-    out = {}
-    for key, label in REPORT.items():
-        m = re.search(re.escape(label) + r"\s*:\s*0x([0-9a-f]+)", text)
-        assert m, f"no {label!r} line in the report"
-        out[key] = int(m.group(1), 16)
-    return out
-
-
 def _pages(src, pfn: int, n: int) -> bytearray:  # noqa: ANN001
     buf = bytearray(n * src.page_size)
     src.read_pages(pfn, n, buf)
@@ -82,7 +64,7 @@ def oracle61(core_arm64_61, tmp_path_factory):
                                      str(core_arm64_61 / "vmcore"), str(path)],
                                     capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stdout + r.stderr
-        out[level] = (path, _report(r.stdout))
+        out[level] = (path, report_counts(r.stdout))
     return out
 
 
@@ -97,7 +79,7 @@ def test_61_identical_to_arm64_makedumpfile(core_arm64_61, oracle61, tmp_path, l
     diff = np.flatnonzero(ours.bitmap2 != ref.bitmap2)
     assert diff.size == 0, f"2nd bitmap differs on {diff.size} pfns, runs {runs_of(diff)[:10]}"
     assert set(ours.zero_pfns().tolist()) == set(ref.zero_pfns().tolist())
-    assert _report(r.stdout.decode()) == ref_counts
+    assert report_counts(r.stdout.decode()) == ref_counts
     # every dumped page has makedumpfile's contents: all of them read back in runs by our reader, a
     # spread of them decoded independently (tests.helpers.KdumpFile)
     pfns = ours.dumped_pfns()
@@ -262,7 +244,7 @@ def test_every_level_on_the_new_kernels(new_core, tmp_path, level):
     out = tmp_path / "d"
     r = run(["-z", "-d", level, "--show-stats", new_core / "vmcore", out])
     assert r.returncode == 0, r.stderr.decode()
-    counts = _report(r.stdout.decode())
+    counts = report_counts(r.stdout.decode())
     kd = KdumpFile.load(str(out))
     assert kd.dump_level == level and b"aarch64" in kd.utsname
     excluded = int(kd.bitmap1.sum() - kd.bitmap2.sum())

@@ -6,33 +6,14 @@ Debian's makedumpfile 1.7.2. Linux 6.12 and 7.x (where 1.7.2 is wrong): agreemen
 """
 from __future__ import annotations
 
-import re
 import struct
 
 import numpy as np
 import pytest
 
-from tests.helpers import KdumpFile, makedumpfile, run, runs_of
+from tests.helpers import KdumpFile, makedumpfile, report_counts, run, runs_of
 
 LEVELS = [1, 2, 4, 8, 16, 31, 11, 26]
-REPORT_KEYS = {
-    "zero": "Pages filled with zero",
-    "cache": "Non-private cache pages",
-    "cache_private": "Private cache pages",
-    "user": "User process data pages",
-    "free": "Free pages",
-}
-
-
-def _report(text: str) -> dict[str, int]:
-    out = {}
-    for key, label in REPORT_KEYS.items():
-        m = re.search(re.escape(label) + r"\s*:\s*0x([0-9a-f]+)", text)
-        assert m, f"no {label!r} line in the report"
-        out[key] = int(m.group(1), 16)
-    return out
-
-
 @pytest.fixture(scope="module", params=["cloud", "generic"])
 def core61(request, realcore):
     return realcore("6.1", flavour=request.param)
@@ -44,11 +25,11 @@ def test_61_bit_identical_to_makedumpfile(core61, tmp_path, level):
     ref_path = tmp_path / "ref"
     r = makedumpfile(["-l", "-d", level, "--message-level", "23", vmcore, ref_path])
     assert r.returncode == 0, r.stderr.decode()
-    ref_counts = _report(r.stdout.decode())
+    ref_counts = report_counts(r.stdout.decode())
     out = tmp_path / "ours"
     r2 = run(["-l", "-d", level, "--show-stats", vmcore, out])
     assert r2.returncode == 0, r2.stderr.decode()
-    ours_counts = _report(r2.stdout.decode())
+    ours_counts = report_counts(r2.stdout.decode())
     ours, ref = KdumpFile.load(str(out)), KdumpFile.load(str(ref_path))
     assert (ours.bitmap1 == ref.bitmap1).all()
     diff = np.flatnonzero(ours.bitmap2 != ref.bitmap2)
@@ -96,7 +77,7 @@ def test_mem_usage_matches_report(realcore, tmp_path):
     table = {line.split()[0]: int(line.split()[1]) for line in r.stdout.decode().splitlines()
              if line[:1].isupper() and len(line.split()) > 2 and line.split()[1].isdigit()}
     r2 = run(["-d", "31", "--show-stats", "--dry-run", vmcore])
-    rep = _report(r2.stdout.decode())
+    rep = report_counts(r2.stdout.decode())
     assert table["USER"] == rep["user"] > 1000
     assert table["FREE"] == rep["free"] > 1000
     assert table["NON_PRI_CACHE"] == rep["cache"]
