@@ -1,11 +1,15 @@
 """Shared test helpers: run the CLI, take kdump files apart independently of the writer."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +29,17 @@ def error_lines(stderr: bytes | str, *, usage: bool = False) -> list[str]:
         assert lines[-1:] == [TRY_HELP], lines
         lines = lines[:-1]
     return "\n".join(lines).strip().splitlines()
+
+
+@contextlib.contextmanager
+def scratch_dir(factory, name: str) -> Iterator[Path]:
+    """A module fixture's own directory under pytest's basetemp, deleted when the fixture ends: a full run
+    writes tens of GB of dumps, and pytest would otherwise keep every module's until the session is over."""
+    d = factory.mktemp(name)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def run(args: list[str], stdin: bytes | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:

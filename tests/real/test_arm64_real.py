@@ -27,7 +27,7 @@ from dumpfilter.kernel.arch import for_machine
 from dumpfilter.kernel.arch.machines import EM_AARCH64
 from dumpfilter.kernel.vmcoreinfo import VmcoreInfo
 from fixtures.realcore_lib import oracle
-from tests.helpers import KdumpFile, bits, report_counts, run, runs_of
+from tests.helpers import KdumpFile, bits, report_counts, run, runs_of, scratch_dir
 from tests.real.test_dmesg_real import cli_dmesg, first_kernel_console, our_messages, strip_caller
 from tests.real.test_kpageflags_real import THRESHOLD, compare
 
@@ -56,16 +56,16 @@ def new_core(request) -> Path:
 @pytest.fixture(scope="module")
 def oracle61(core_arm64_61, tmp_path_factory):
     """The arm64 makedumpfile's dump of the 6.1 vmcore at each level (run once per level)."""
-    d = tmp_path_factory.mktemp("oracle61")
-    out = {}
-    for level in LEVELS:
-        path = d / f"d{level}"
-        r = oracle.run_makedumpfile(["-l", "-d", str(level), "--message-level", "23",
-                                     str(core_arm64_61 / "vmcore"), str(path)],
-                                    capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, r.stdout + r.stderr
-        out[level] = (path, report_counts(r.stdout))
-    return out
+    with scratch_dir(tmp_path_factory, "oracle61") as d:
+        out = {}
+        for level in LEVELS:
+            path = d / f"d{level}"
+            r = oracle.run_makedumpfile(["-l", "-d", str(level), "--message-level", "23",
+                                         str(core_arm64_61 / "vmcore"), str(path)],
+                                        capture_output=True, text=True, timeout=900)
+            assert r.returncode == 0, r.stdout + r.stderr
+            out[level] = (path, report_counts(r.stdout))
+        yield out
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from tests.helpers import scratch_dir
 from tests.hostile import (assert_refused, fingerprint, load_paddr_patch, looks_complete, patched, run_limited,
                            set_value, vmcoreinfo_patch)
 
@@ -18,9 +19,10 @@ GiB = 1 << 30
 @pytest.fixture(scope="module")
 def scratch(core_61, tmp_path_factory):
     """A private sparse copy of the 6.1 vmcore, mutated in place by the tests and put back after each."""
-    dst = tmp_path_factory.mktemp("hostile") / "vmcore"
-    subprocess.run(["cp", "--sparse=always", str(core_61 / "vmcore"), str(dst)], check=True)
-    return dst
+    with scratch_dir(tmp_path_factory, "hostile") as d:
+        dst = d / "vmcore"
+        subprocess.run(["cp", "--sparse=always", str(core_61 / "vmcore"), str(dst)], check=True)
+        yield dst
 
 
 def _limit(path) -> int:

@@ -22,15 +22,15 @@ from pathlib import Path
 import pytest
 
 from fixtures.kdumpvm_lib import CRASH_LINE, BuildError, run_capture
+from tests.helpers import scratch_dir
 
 
-def _run(tmp_path_factory, driver: str):
+def _run(out: Path, driver: str):
     if os.geteuid() != 0:
         pytest.skip("the kdump VM test needs root (debootstrap, chroot)")
     missing = [t for t in ("debootstrap", "debugfs", "mke2fs", "qemu-system-x86_64") if shutil.which(t) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (run .ci/install-realcore.sh)")
-    out = tmp_path_factory.mktemp(f"kdumpvm-{driver}")
     try:
         r = run_capture(crashkernel="256M", collector="pydumpfile -l -d 31", out_dir=out, driver=driver)
     except BuildError as e:
@@ -44,12 +44,14 @@ def _run(tmp_path_factory, driver: str):
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory):
-    return _run(tmp_path_factory, "debian")
+    with scratch_dir(tmp_path_factory, "kdumpvm-debian") as d:
+        yield _run(d, "debian")
 
 
 @pytest.fixture(scope="module")
 def deb_makedumpfile(tmp_path_factory):
-    return _run(tmp_path_factory, "debian-makedumpfile")
+    with scratch_dir(tmp_path_factory, "kdumpvm-debian-makedumpfile") as d:
+        yield _run(d, "debian-makedumpfile")
 
 
 def _rearrange(flat: Path, out: Path) -> Path:

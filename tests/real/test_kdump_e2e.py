@@ -56,7 +56,8 @@ def e2e(tmp_path_factory):
         pytest.fail(f"{r.summary()}\n--- capture log ---\n{r.capture_log[-3000:]}\n"
                     f"--- capture kernel dmesg ---\n{r.guest_dmesg[-3000:]}\n"
                     f"--- console ---\n" + "\n".join(console))
-    return r
+    yield r
+    shutil.rmtree(out, ignore_errors=True)  # kept only when the fixture failed
 
 
 def test_pykdumpctl_capture_ran_and_powered_off(e2e):

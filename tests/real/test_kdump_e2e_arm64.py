@@ -55,7 +55,8 @@ def e2e(tmp_path_factory, host_wheel):
         console = r.console.read_text(errors="replace").splitlines()[-60:] if r.console else []
         pytest.fail(f"{r.summary()}\n--- capture log ---\n{r.capture_log[-3000:]}\n"
                     f"--- capture kernel dmesg ---\n{r.guest_dmesg[-3000:]}\n--- console ---\n" + "\n".join(console))
-    return r
+    yield r
+    shutil.rmtree(out, ignore_errors=True)  # kept only when the fixture failed
 
 
 def test_pykexec_loaded_the_capture_kernel_with_kexec_load(e2e):

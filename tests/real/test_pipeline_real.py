@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import ElfCore, KdumpFile, drgn_program, makedumpfile, run, runs_of
+from tests.helpers import ElfCore, KdumpFile, drgn_program, makedumpfile, run, runs_of, scratch_dir
 
 CODECS = {"zlib": "-c", "lzo": "-l", "snappy": "-p", "zstd": "-z"}
 FLAGS = {"zlib": 1, "lzo": 2, "snappy": 4, "zstd": 0x20}
@@ -19,15 +19,15 @@ def vmcore61(core_61):
 @pytest.fixture(scope="module")
 def mdf_outputs(vmcore61, tmp_path_factory):
     """makedumpfile 1.7.2's files, one per (codec, level); it lacks snappy and zstd (then raw pages)."""
-    d = tmp_path_factory.mktemp("mdf")
-    out = {}
-    for codec, flag in CODECS.items():
-        for level in (0, 1):
-            path = d / f"{codec}.{level}"
-            r = makedumpfile([flag, "-d", level, vmcore61, path])
-            assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
-            out[codec, level] = KdumpFile.load(str(path))
-    return out
+    with scratch_dir(tmp_path_factory, "mdf") as d:
+        out = {}
+        for codec, flag in CODECS.items():
+            for level in (0, 1):
+                path = d / f"{codec}.{level}"
+                r = makedumpfile([flag, "-d", level, vmcore61, path])
+                assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+                out[codec, level] = KdumpFile.load(str(path))
+        yield out
 
 
 @pytest.mark.parametrize("level", [0, 1])
