@@ -17,6 +17,8 @@ from ..errors import InputError
 from ..layouts import ELF_IDENT_SIZE, ET_CORE, PN_XNUM, PT_LOAD, PT_NOTE, ElfStructs
 from .base import MAX_NOTES, DumpSource, FileView, SourceInfo, check_blob_size, host_page_size, parse_notes
 
+_FAULT_AROUND = 2 << 20  # the most a fault maps around itself: one page table (release_view)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .base import ByteView, WindowReader
@@ -276,15 +278,20 @@ class ElfSource(DumpSource):
         return memoryview(mm)[off : off + size]
 
     def release_view(self, view: memoryview, paddr: int) -> None:
-        """Drop a phys_view's pages from this process (they stay in the page cache)."""
+        """Drop a phys_view's pages from this process (they stay in the page cache).
+
+        The range dropped is widened to whole 2 MiB blocks of the file: on a fault the kernel also maps
+        the neighbours already in the page cache ("fault-around", up to a page table's worth), and on a
+        cold file its readahead has just put the pages past the view there. Left mapped, those made 14
+        pages per section of a 256 GiB vmcore stay in our RSS (47 MiB). Dropping the mapping of a shared
+        read-only file page is harmless to another thread's view: its next access faults it back in."""
         s, e, foff = self._ranges[bisect.bisect_right(self._starts, paddr) - 1]
         off = foff + (paddr - s)
         size = view.nbytes
         view.release()
         mm = self.fv.mm
-        hp = mmap.PAGESIZE
-        a = -(-off // hp) * hp
-        b = (off + size) // hp * hp
+        a = off // _FAULT_AROUND * _FAULT_AROUND
+        b = min(-(-(off + size) // _FAULT_AROUND) * _FAULT_AROUND, self.fv.size // mmap.PAGESIZE * mmap.PAGESIZE)
         if mm is not None and b > a:
             try:
                 mm.madvise(mmap.MADV_DONTNEED, a, b - a)
