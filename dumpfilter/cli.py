@@ -79,7 +79,8 @@ options:
   --num-threads N    work on N threads in every stage: struct-page scan, reading, zero test,
                      compression, refiltering, -E (output is identical for any N)
   --cyclic-buffer KB build and write the bitmaps one cycle of KB*8192 pfns at a time
-  --non-mmap         read the vmcore with pread instead of mapping it (mapping is the default)
+  --non-mmap         read /proc/vmcore with pread instead of mapping it (a vmcore file
+                     on a disk is always read with pread)
   --split            write the dump as N kdump-compressed files over pfn ranges, in parallel, each
                      with a balanced share of the pages (crash opens the set; --reassemble joins it)
   --splitblock-size KB

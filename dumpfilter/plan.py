@@ -37,7 +37,7 @@ class DumpPlan:
     note_blob: bytes
     vmcoreinfo_desc: tuple[int, int] | None  # (offset in note_blob, size)
     eraseinfo: bytes = b""
-    use_mmap: bool = True  # --non-mmap turns it off
+    use_mmap: bool = True  # /proc/vmcore without --non-mmap (DumpSource.maps_fast)
 
 
 def load_vmcoreinfo(src: DumpSource, path: str | None) -> VmcoreInfo | None:
@@ -131,8 +131,9 @@ def build_plan(job: DumpJob, src: DumpSource, level: int, msgs: Messages, stats:
     codec = get_codec(job.compress)
     compression = Compression(ps, codec.flag if codec else 0, bool(level & 1), max(0, job.num_threads), hooks)
     threads = f"{compression.threads} worker threads" if compression.threads else "in the main thread"
+    use_mmap = not job.non_mmap and src.maps_fast()
     msgs.debug(f"compression       : {codec.name if codec else 'none'}, {threads}, windows of {WINDOW_PAGES} pages, "
-               f"{'mmap' if not job.non_mmap else 'pread'} reads")
+               f"{'mmap' if use_mmap else 'pread'} reads")
     return DumpPlan(
         src=src,
         page_size=ps,
@@ -148,7 +149,7 @@ def build_plan(job: DumpJob, src: DumpSource, level: int, msgs: Messages, stats:
         note_blob=src.note_blob,
         vmcoreinfo_desc=(note.desc_offset, len(note.desc)) if note is not None else None,
         eraseinfo=eraseinfo,
-        use_mmap=not job.non_mmap,
+        use_mmap=use_mmap,
     )
 
 

@@ -182,6 +182,11 @@ class DumpSource(ABC):
         all of [0, max_mapnr)."""
         return None
 
+    def maps_fast(self) -> bool:
+        """Whether the compression stage should map the input rather than pread it: only /proc/vmcore,
+        where mapping is what makes reading fast (makedumpfile's reason for mapping by default)."""
+        return False
+
     def window_reader(self, use_mmap: bool = True) -> WindowReader:
         """What the compression stage reads windows of pages with (``_speedups/reader.pyx``): here one
         ``read_pages`` call per run of pages; a plain ELF file is read in C instead."""
@@ -243,6 +248,13 @@ def open_input(path: str) -> int:
         raise InputError(f"Can't open the input file {path}: {e.strerror}") from None
 
 
+def _same_device(st: os.stat_result, path: str) -> bool:
+    try:
+        return os.stat(path).st_dev == st.st_dev
+    except OSError:
+        return False
+
+
 class FileView:
     """Random access to a file: mmap when possible, with bounds checks that raise InputError."""
 
@@ -251,6 +263,7 @@ class FileView:
         self.fd = open_input(path)
         st = os.fstat(self.fd)
         self.size = st.st_size
+        self.on_procfs = _same_device(st, "/proc")  # /proc/vmcore: the old kernel's memory, no page cache
         self.mm: mmap.mmap | None = None
         if self.size > 0:
             try:

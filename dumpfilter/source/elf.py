@@ -247,6 +247,14 @@ class ElfSource(DumpSource):
         return bm
 
     # --- pages ---------------------------------------------------------------------------------
+    def maps_fast(self) -> bool:
+        """/proc/vmcore, yes. A file on a disk, no: each mapped window costs an mmap, a fault per page and
+        an munmap (with TLB shootdowns once there are worker threads), while pread's copy comes from
+        readahead in large batches. Measured cold on the 256 GiB bigcore image at -l -d 31: 49.7 s mapped,
+        40.2 s with pread (43.3 / 28.3 s with --num-threads 2); warm on the real 8 GiB vmcore at -d 31,
+        0.48 / 0.42 s; at -d 1 the same wall time (the output's writes dominate), 10% more CPU."""
+        return type(self.fv) is FileView and self.fv.on_procfs and self.fv.mm is not None
+
     def window_reader(self, use_mmap: bool = True) -> WindowReader:
         """A plain file is read in C (mapped, or with pread when ``use_mmap`` is off or the file can't
         be mapped); a flattened one, seen through a FlatView, through ``read_pages``."""

@@ -48,3 +48,22 @@ def test_release_view_leaves_nothing_mapped_on_a_cold_file(synth):
         assert _mapped_kib(synth.path) == 0
     finally:
         src.close()
+
+
+def test_a_file_on_disk_is_read_with_pread_and_proc_would_be_mapped(synth, tmp_path):
+    from dumpfilter.source.base import FileView
+    from tests.helpers import run
+
+    src = open_source(str(synth.path))
+    try:
+        assert not src.fv.on_procfs and not src.maps_fast()
+    finally:
+        src.close()
+    fv = FileView("/proc/self/stat")  # what /proc/vmcore shares: procfs
+    try:
+        assert fv.on_procfs
+    finally:
+        fv.close()
+    r = run(["-D", "-l", "-d", "31", synth.path, tmp_path / "out"])
+    assert r.returncode == 0, r.stderr.decode()
+    assert "windows of 512 pages, pread reads" in r.stdout.decode() + r.stderr.decode()
