@@ -158,6 +158,8 @@ def test_dracut_module_install(tmp_path: Path, synth, direct) -> None:
     assert not any(x.startswith("multiple ") and "poweroff" in x.split() and "-o" not in x.split() for x in lines)
     # the tree dracut would pack runs the collector (ELF files from the stand-in inst_binary)
     assert (initdir / "etc/kdump.conf").read_text() == conf.read_text()
+    # an ssh target needs the network up before the pre-mount hook
+    assert (initdir / "etc/cmdline.d/99pydumpfile-network.conf").read_text().split() == ["rd.neednet=1", "ip=dhcp"]
     base = initdir / initrd.PREFIX.lstrip("/")
     out = tmp_path / "dump"
     env = {"PATH": os.environ["PATH"], "PYTHONHOME": str(base), "PYTHONPATH": str(base / "site")}
@@ -201,6 +203,10 @@ def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.Captu
     assert "pydumpfile" in mods and "network" in mods and "systemd" not in mods
     assert cmd[-3:] == ["--add-drivers", "virtio_blk", str(tmp_path / "i.img")]
     assert cmd[cmd.index("--kver") + 1] == "6.1.0-9-amd64"
+    assert "network" not in cmd[cmd.index("--omit") + 1].split()
+    local = initrd.dracut_command(tmp_path / "i.img", kernel_release="6.1.0-9-amd64")
+    assert "network" not in local[local.index("-m") + 1].split()
+    assert {"network", "ifcfg"} <= set(local[local.index("--omit") + 1].split())  # Debian's dracut-network adds ifcfg
     conf = tmp_path / "kdump.conf"
     conf.write_text("ext4 LABEL=dumps\n")
     sc = tmp_path / "sysconfig"
@@ -208,7 +214,8 @@ def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.Captu
     rc = main(["rebuild", "--sysconfig", str(sc), "--kernel-release", "6.1.0-9-amd64", "-o", str(tmp_path / "o.img"),
                "--dry-run"])
     out = capsys.readouterr().out
-    assert rc == 0 and "dracut --force --no-hostonly" in out and "network" not in out
+    assert rc == 0 and "dracut --force --no-hostonly" in out
+    assert "-m 'base kernel-modules udev-rules fs-lib pydumpfile' --omit" in out  # no network module
     assert "bytecode, zip and launchers:" in out and "total in the initramfs:" in out
     assert not (tmp_path / "o.img").exists()
 

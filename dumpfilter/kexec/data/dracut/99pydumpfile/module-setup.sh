@@ -58,6 +58,12 @@ install() {
     if [[ -f $conf ]]; then
         inst_simple "$conf" /etc/kdump.conf
         key=$(_pydumpfile_conf sshkey "$conf")
+        if grep -qE '^[[:space:]]*(ssh|nfs4?)[[:space:]]' "$conf"; then
+            # dracut's network module brings interfaces up only when asked: DHCP on every interface (the
+            # capture kernel's command line may add its own ip=); the pre-mount hook runs once they are up
+            mkdir -p "$initdir/etc/cmdline.d"
+            echo "rd.neednet=1 ip=dhcp" > "$initdir/etc/cmdline.d/99pydumpfile-network.conf"
+        fi
         if grep -q '^[[:space:]]*ssh[[:space:]]' "$conf"; then
             inst_simple "${key:-/root/.ssh/kdump_id_rsa}"
             [[ -f /root/.ssh/known_hosts ]] && inst_simple /root/.ssh/known_hosts
