@@ -10,6 +10,11 @@ claims ``root=`` without mounting it, the pre-mount hook runs ``pykdumpctl captu
 vmcore-dmesg.txt and the vmcore to the ext4 disk and powers off through sysrq. Here the host checks the
 console, the dump directory and the vmcore (tests.helpers.KdumpFile and drgn).
 
+The same with an ssh target (--driver dracut-ssh): kdump.conf ``ssh root@10.0.2.100`` with the image's key
+and known_hosts; dracut's network module brings the interface up by DHCP (QEMU user networking), and QEMU's
+guestfwd joins 10.0.2.100:22 to a loopback sshd here (tests.capture_lib.Sshd), which has pydumpfile on its
+PATH, so the flattened stream (``pydumpfile -F``) is rearranged into ``vmcore`` on arrival.
+
 Nothing here runs kexec or dracut on this machine: both happen in the guest image only.
 """
 from __future__ import annotations
@@ -21,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.kdumpvm_lib import CRASH_LINE, DRACUT_INITRD, DUMP_PATH, BuildError, CaptureResult, run_capture
+from fixtures.kdumpvm_lib import (CRASH_LINE, DRACUT_INITRD, DUMP_PATH, SSH_ADDR, SSH_PATH, BuildError,
+                                   CaptureResult, run_capture, ssh_keys)
 from tests.helpers import KdumpFile, drgn_program, scratch_dir
 
 CRASHKERNEL = "256M"
@@ -30,23 +36,51 @@ HOOK_LINE = "pydumpfile: pykdumpctl capture --config /etc/kdump.conf"  # the pre
 CRASHING = "KDUMPVM: capture kernel loaded; crashing"  # first-init's last line before the sysrq crash
 
 
-@pytest.fixture(scope="module")
-def dracut_vm(tmp_path_factory):
+def _needs_vm() -> None:
     if os.geteuid() != 0:
         pytest.skip("the kdump VM test needs root (debootstrap, chroot)")
     missing = [t for t in ("debootstrap", "debugfs", "mke2fs", "qemu-system-x86_64") if shutil.which(t) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (run .ci/install-realcore.sh)")
+
+
+def _run(d: Path, **kw) -> CaptureResult:
+    try:
+        r = run_capture(crashkernel=CRASHKERNEL, out_dir=d, **kw)
+    except BuildError as e:
+        pytest.fail(f"cannot prepare the dracut kdump VM: {e}")
+    if not r.ok:
+        console = r.console.read_text(errors="replace").splitlines()[-60:] if r.console else []
+        pytest.fail(f"{r.summary()}\n--- pykdumpctl rebuild ---\n{r.initrd_log[-2000:]}\n"
+                    f"--- capture log ---\n{r.capture_log[-3000:]}\n--- console ---\n" + "\n".join(console))
+    return r
+
+
+@pytest.fixture(scope="module")
+def dracut_vm(tmp_path_factory):
+    _needs_vm()
     with scratch_dir(tmp_path_factory, "kdumpvm-dracut") as d:
+        yield _run(d, collector=COLLECTOR, driver="dracut")
+
+
+@pytest.fixture(scope="module")
+def dracut_ssh_vm(tmp_path_factory):
+    from tests.capture_lib import Sshd, _ensure_openssh
+
+    _needs_vm()
+    why = _ensure_openssh()
+    if why:
+        pytest.skip(why)
+    with scratch_dir(tmp_path_factory, "kdumpvm-dracut-ssh") as d:
+        (d / "sshd").mkdir()
+        (d / "home").mkdir()
+        server = Sshd(d / "sshd", keys=ssh_keys(), cwd=d / "home")
+        server.remote_pydumpfile(True)
         try:
-            r = run_capture(crashkernel=CRASHKERNEL, collector=COLLECTOR, out_dir=d, driver="dracut")
-        except BuildError as e:
-            pytest.fail(f"cannot prepare the dracut kdump VM: {e}")
-        if not r.ok:
-            console = r.console.read_text(errors="replace").splitlines()[-60:] if r.console else []
-            pytest.fail(f"{r.summary()}\n--- pykdumpctl rebuild ---\n{r.initrd_log[-2000:]}\n"
-                        f"--- capture log ---\n{r.capture_log[-3000:]}\n--- console ---\n" + "\n".join(console))
-        yield r
+            yield _run(d / "vm", collector="pydumpfile -F -l -d 31", driver="dracut-ssh", ssh_port=server.port,
+                       ssh_dir=d / "home")
+        finally:
+            server.stop()
 
 
 def _capture_console(r: CaptureResult) -> str:
@@ -113,5 +147,29 @@ def test_vmcore_is_level_31_and_opens_with_our_reader_and_drgn(dracut_vm):
     assert prog.platform.arch == drgn.Architecture.X86_64
     pfns = k.dumped_pfns()
     assert len(pfns) > 1000
+    for pfn in [int(pfns[i]) for i in range(0, len(pfns), max(1, len(pfns) // 16))]:
+        assert prog.read(pfn * k.block_size, k.block_size, True) == k.page(pfn), f"pfn {pfn:#x}"
+
+
+def test_ssh_target(dracut_ssh_vm):
+    r = dracut_ssh_vm
+    assert "*** Including module: network ***" in r.initrd_log
+    cap = _capture_console(r)
+    assert HOOK_LINE in cap and "Mounted root filesystem" not in cap
+    assert f"kdump: saving to root@{SSH_ADDR}:{SSH_PATH}/10.0.2.15-" in cap
+    assert "has pydumpfile: the stream is rearranged there into vmcore" in cap
+    for line in ("kdump: saving vmcore-dmesg.txt complete", "kdump: saving vmcore complete",
+                 "kdump: Executing final action poweroff", "reboot: Power down"):
+        assert line in cap, line
+    d = r.vmcore.parent
+    assert d.parent.name == SSH_PATH and d.name.startswith("10.0.2.15-")
+    assert CRASH_LINE in r.dmesg.read_text(errors="replace")
+    k = KdumpFile.load(str(r.vmcore))
+    assert k.dump_level == 31 and k.status & 0x2
+    pfns = k.dumped_pfns()
+    assert len(pfns) > 1000
+    drgn = pytest.importorskip("drgn")
+    prog = drgn_program(str(r.vmcore))
+    assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL
     for pfn in [int(pfns[i]) for i in range(0, len(pfns), max(1, len(pfns) // 16))]:
         assert prog.read(pfn * k.block_size, k.block_size, True) == k.page(pfn), f"pfn {pfn:#x}"
