@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -137,11 +138,20 @@ def _free_port() -> int:
 
 
 class Sshd:
-    def __init__(self, d: Path) -> None:
+    """sshd on 127.0.0.1 (a free port) that logs root in with the key ``id``. keys: a directory with
+    ``hostkey`` and ``id`` (and their .pub) to use instead of new ones (an image that carries them stays
+    cached); cwd: where remote commands start (relative paths land there)."""
+
+    def __init__(self, d: Path, keys: Path | None = None, cwd: Path | None = None) -> None:
         self.dir = d
         self.remote_bin = d / "remote-bin"  # the remote PATH starts here; tests add/remove pydumpfile
         self.remote_bin.mkdir()
         for name in ("hostkey", "id"):
+            if keys is not None:
+                for suffix in ("", ".pub"):
+                    shutil.copyfile(keys / (name + suffix), d / (name + suffix))
+                (d / name).chmod(0o600)
+                continue
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pykdumpctl-test", "-f", str(d / name)],
                            check=True, timeout=60, capture_output=True)
         self.key = d / "id"
@@ -149,6 +159,7 @@ class Sshd:
         # The remote environment must not depend on root's dotfiles (which may put a pydumpfile on PATH):
         # every session goes through this wrapper with a fixed PATH.
         wrapper = script(d / "session", f"""PATH={self.remote_bin}:/usr/sbin:/usr/bin:/sbin:/bin; export PATH
+{f"cd {shlex.quote(str(cwd))} || exit 1" if cwd else ""}
 case "$SSH_ORIGINAL_COMMAND" in
     internal-sftp|sftp|*sftp-server) exec /usr/lib/openssh/sftp-server ;;
 esac

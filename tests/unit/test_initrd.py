@@ -152,9 +152,14 @@ def test_dracut_module_install(tmp_path: Path, synth, direct) -> None:
     assert "simple /usr/bin/pykdumpctl" in lines and "simple /etc/kdump.conf" in lines
     assert f"simple {key}" in lines and "multiple ssh scp" in lines
     assert any(x.startswith("hook pre-mount 90 ") and x.endswith("pydumpfile-capture.sh") for x in lines)
+    assert any(x.startswith("hook cmdline 99 ") and x.endswith("pydumpfile-cmdline.sh") for x in lines)
     assert "simple /usr/lib/pydumpfile/action" in lines
+    # no init system in the initramfs: reboot/halt/poweroff are optional (the action script uses sysrq)
+    assert not any(x.startswith("multiple ") and "poweroff" in x.split() and "-o" not in x.split() for x in lines)
     # the tree dracut would pack runs the collector (ELF files from the stand-in inst_binary)
     assert (initdir / "etc/kdump.conf").read_text() == conf.read_text()
+    # an ssh target needs the network up before the pre-mount hook
+    assert (initdir / "etc/cmdline.d/99pydumpfile-network.conf").read_text().split() == ["rd.neednet=1", "ip=dhcp"]
     base = initdir / initrd.PREFIX.lstrip("/")
     out = tmp_path / "dump"
     env = {"PATH": os.environ["PATH"], "PYTHONHOME": str(base), "PYTHONPATH": str(base / "site")}
@@ -162,6 +167,32 @@ def test_dracut_module_install(tmp_path: Path, synth, direct) -> None:
                         str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == direct
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="dracut modules are bash")
+def test_dracut_module_installs_the_collector_extra_bins_and_modules(tmp_path: Path) -> None:
+    """A core_collector other than pydumpfile, extra_bins and extra_modules go into the initramfs (the
+    capture initramfs has only what the module installs)."""
+    log = tmp_path / "log"
+    conf = tmp_path / "kdump.conf"
+    conf.write_text("ext4 LABEL=dumps\ncore_collector makedumpfile -l -d 31\nextra_bins /usr/bin/a /usr/bin/b\n"
+                    "extra_modules virtio_blk nvme  # for the target\n")
+    ctl = tmp_path / "ctl"  # stands in for `pykdumpctl initrd-files`: an empty stage
+    ctl.write_text('#!/bin/sh\nmkdir -p "$3" && : > "$5"\n')
+    ctl.chmod(0o755)
+    harness = tmp_path / "harness.sh"
+    harness.write_text(STUBS.format(initdir=shlex.quote(str(tmp_path / "initramfs")),
+                                    moddir=shlex.quote(str(initrd.module_dir())), log=shlex.quote(str(log)))
+                       + f"instmods() {{ echo \"instmods hostonly=$hostonly $*\" >> {shlex.quote(str(log))}; }}\n"
+                       + "hostonly=yes; installkernel; echo \"installkernel=$?\" >> " + shlex.quote(str(log)) + "\n")
+    env = dict(os.environ, PYDUMPFILE_KDUMP_CONF=str(conf), PYDUMPFILE_PYKDUMPCTL=str(ctl))
+    r = subprocess.run(["bash", str(harness)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = log.read_text().splitlines()
+    assert "install=0" in lines and "installkernel=0" in lines
+    assert "multiple makedumpfile" in lines
+    assert "multiple -o /usr/bin/a /usr/bin/b" in lines
+    assert "instmods hostonly= virtio_blk nvme" in lines
 
 
 def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -172,6 +203,10 @@ def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.Captu
     assert "pydumpfile" in mods and "network" in mods and "systemd" not in mods
     assert cmd[-3:] == ["--add-drivers", "virtio_blk", str(tmp_path / "i.img")]
     assert cmd[cmd.index("--kver") + 1] == "6.1.0-9-amd64"
+    assert "network" not in cmd[cmd.index("--omit") + 1].split()
+    local = initrd.dracut_command(tmp_path / "i.img", kernel_release="6.1.0-9-amd64")
+    assert "network" not in local[local.index("-m") + 1].split()
+    assert {"network", "ifcfg"} <= set(local[local.index("--omit") + 1].split())  # Debian's dracut-network adds ifcfg
     conf = tmp_path / "kdump.conf"
     conf.write_text("ext4 LABEL=dumps\n")
     sc = tmp_path / "sysconfig"
@@ -179,7 +214,8 @@ def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.Captu
     rc = main(["rebuild", "--sysconfig", str(sc), "--kernel-release", "6.1.0-9-amd64", "-o", str(tmp_path / "o.img"),
                "--dry-run"])
     out = capsys.readouterr().out
-    assert rc == 0 and "dracut --force --no-hostonly" in out and "network" not in out
+    assert rc == 0 and "dracut --force --no-hostonly" in out
+    assert "-m 'base kernel-modules udev-rules fs-lib pydumpfile' --omit" in out  # no network module
     assert "bytecode, zip and launchers:" in out and "total in the initramfs:" in out
     assert not (tmp_path / "o.img").exists()
 
@@ -187,7 +223,7 @@ def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.Captu
 def test_install_module(tmp_path: Path) -> None:
     dest = initrd.install_module(tmp_path / "modules.d")
     assert sorted(p.name for p in dest.iterdir()) == ["module-setup.sh", "pydumpfile-action.sh",
-                                                      "pydumpfile-capture.sh"]
+                                                      "pydumpfile-capture.sh", "pydumpfile-cmdline.sh"]
     assert os.access(dest / "module-setup.sh", os.X_OK)
 
 
