@@ -44,6 +44,7 @@ from benchlib import (  # noqa: E402
     Run,
     default_makedumpfile,
     default_pydumpfile,
+    drop_cache,
     kdump_bitmaps,
     machine,
     median,
@@ -130,6 +131,8 @@ class Bench:
     def run(self, cmd: list[str], outputs: list[str]) -> Run:
         remove(outputs)
         settle()
+        if self.a.cold:
+            drop_cache(cmd[-2])
         r = timed(cmd, outputs, durable=True)
         if r.rc != 0:
             raise SystemExit(f"failed (exit {r.rc}): {' '.join(cmd)}\n{r.stderr.decode(errors='replace')[-2000:]}")
@@ -152,10 +155,11 @@ class Bench:
 
     def image(self, img: Image) -> None:
         t0 = time.perf_counter()
-        n = warm(img.path)
+        n = 0 if self.a.cold else warm(img.path)
         print(f"# {img.label}: {img.path}, {os.path.getsize(img.path) / 2**30:.1f} GiB apparent, "
-              f"{n / 2**30:.2f} GiB of data read in {time.perf_counter() - t0:.0f}s", flush=True)
-        if self.a.warmup:
+              f"{n / 2**30:.2f} GiB of data read in {time.perf_counter() - t0:.0f}s"
+              + (" (--cold: its page cache dropped before every run)" if self.a.cold else ""), flush=True)
+        if self.a.warmup and not self.a.cold:
             # the pages -d 31 reads: on a sparse image most are holes, which the first reader turns
             # into page-cache pages; without this the first collector would pay for all of them
             out = os.path.join(self.out_dir, "warmup")
@@ -268,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="31,1")
     ap.add_argument("--threads", default="1,2", help="pydumpfile thread counts (1: no --num-threads)")
     ap.add_argument("--mdf-threads", default="1", help="makedumpfile thread counts besides 1 (its --num-threads)")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the input's page cache before every run (posix_fadvise): every size as cold as 1 TiB")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="no untimed pydumpfile -l -d 31 run before an image's timed runs")
     ap.add_argument("--extras", action="store_true", help="refilter and --split runs on the real vmcores")
