@@ -407,11 +407,14 @@ def dracut_command(output: Path, *, kernel_release: str, conf_dracut_args: tuple
                    network: bool = False) -> list[str]:
     """``dracut`` for a capture initramfs that works on a VM and on a host: no host-only trimming (the
     capture kernel may need drivers the running system has not loaded), only the modules the capture
-    needs (base, kernel modules, udev, our 99pydumpfile; network for nfs/ssh), no resume/plymouth. Without
+    needs (base, kernel modules, udev, our 99pydumpfile; network for nfs/ssh, with network-legacy named: left
+    to choose, dracut's network module takes systemd-networkd on a host that has it, which needs systemd and
+    dbus in the initramfs, and this one has neither), no resume/plymouth. Without
     a network target, network and ifcfg are left out too: Debian's dracut-network adds ifcfg to every
     image (/etc/dracut.conf.d/11-ifcfg.conf), which pulls in the network stack and its drivers (5 MiB more
     in a bookworm guest's image, 16 MiB unpacked: memory the capture kernel must have)."""
-    mods = ["base", "kernel-modules", "udev-rules", "fs-lib", "pydumpfile"] + (["network"] if network else [])
+    mods = (["base", "kernel-modules", "udev-rules", "fs-lib", "pydumpfile"]
+            + (["network-legacy", "network"] if network else []))
     omit = ["plymouth", "resume"] + ([] if network else ["network", "ifcfg"])
     return ["dracut", "--force", "--no-hostonly", "--no-hostonly-cmdline", "-m", " ".join(mods),
             "--omit", " ".join(omit), "--kver", kernel_release, *conf_dracut_args, str(output)]

@@ -1,15 +1,18 @@
 """Debian's kdump-tools flow with pydumpfile, in a VM (fixtures/kdumpvm --driver debian).
 
-The guest image has Debian's kdump-tools and kexec-tools packages and our wheel, and was switched with
-the documented `pykdumpctl debian enable` (run in the image's chroot). The first kernel loads the capture
-kernel (pykexec -p) and crashes through sysrq; the capture kernel runs Debian's own
+The guest image has systemd, Debian's kdump-tools and kexec-tools packages and our wheel, and was switched with
+the documented `pykdumpctl debian enable` (run in the image's chroot). The first kernel boots systemd with
+crashkernel=, and kdump-tools.service loads the capture kernel at boot (`kdump-config load`, kexec-tools'
+`kexec -p`; /etc/default/kdump-tools names the fixture's kernel, busybox initramfs and capture command line,
+so no initramfs-tools initrd is built); then the fixture's e2e-crash.service (ordered after it) records the
+unit's state and journal and crashes through sysrq; the capture kernel runs Debian's own
 `kdump-config savecore`, which calls `makedumpfile --dump-dmesg` and `makedumpfile -F -c -d 31 /proc/vmcore |
 cat > dump-incomplete` by name, i.e. our wrapper. Here the host checks dump.STAMP (a complete flattened
 stream that our reader and drgn open after `pydumpfile -R`) and dmesg.STAMP (the crash line). Then the same
 with the switch undone (`pykdumpctl debian enable` then `disable` in the image): Debian's makedumpfile again.
 
-Not covered here: kdump-tools loading the capture kernel at boot under systemd (the guest's init is a
-busybox script, as in test_kdump_e2e.py).
+Not covered here: kdump-tools' own capture initramfs (initramfs-tools, kdump-tools-dump.service in the capture
+kernel): the capture kernel boots the fixture's busybox initramfs and capture-init.
 """
 from __future__ import annotations
 
@@ -62,6 +65,26 @@ def _rearrange(flat: Path, out: Path) -> Path:
     return out
 
 
+def _loaded_at_boot_by_kdump_tools(r) -> None:
+    f = r.first
+    assert f["state"] == "crashing" and "pykexec" not in f  # first-init's pykexec did not run
+    assert f["loader"] == "kdump-tools.service" and f["loader_active"] == "active"
+    assert "loaded kdump kernel" in f["loader_log"], f["loader_log"]
+    cmd = f["kdump_tools_kexec_cmd"]  # what kdump-config load ran (it writes it to /var/crash/kexec_cmd)
+    assert cmd.startswith("/sbin/kexec -p ") and "--initrd=/boot/initrd.img" in cmd, cmd
+    assert "init=/sbin/kdump-e2e-capture" in cmd and "systemd.unit=kdump-tools-dump.service" in cmd, cmd
+    assert int(f["kexec_crash_size"]) > 0
+    console = r.console.read_text(errors="replace")
+    boot = console.split("KDUMPVM: capture kernel loaded; crashing", 1)[0]
+    assert "loaded kdump kernel" in boot  # kdump-tools.service's StandardOutput=journal+console
+    print(f"\nfirst kernel (systemd) reached the crash at {f['uptime']} s uptime; failed units: "
+          f"{f.get('failed_units') or 'none'}")
+
+
+def test_kdump_tools_loaded_the_capture_kernel_at_boot(deb):
+    _loaded_at_boot_by_kdump_tools(deb)
+
+
 def test_savecore_ran_our_wrapper(deb):
     log = deb.capture_log
     assert "running makedumpfile --dump-dmesg /proc/vmcore" in log
@@ -102,6 +125,7 @@ def test_dump_opens_with_our_reader_and_drgn(deb, tmp_path):
 
 def test_switch_undone_is_makedumpfile_again(deb_makedumpfile, tmp_path):
     r = deb_makedumpfile
+    _loaded_at_boot_by_kdump_tools(r)
     assert "saved vmcore in" in r.capture_log
     assert CRASH_LINE in r.dmesg.read_text(errors="replace")
     dump = _rearrange(r.vmcore, tmp_path / "vmcore")

@@ -3,15 +3,18 @@ fixtures/kdumpvm --driver dracut).
 
 The guest image has Debian bookworm's dracut (059) and our wheel; `pykdumpctl rebuild` ran in its chroot
 against the guest kernel's modules, with kdump.conf ``ext4 LABEL=kdumpout``, ``path /var/crash``,
-``core_collector pydumpfile -l -d 31`` and ``final_action poweroff``. The first kernel loads that initramfs
-with ``pykexec -p --initrd`` (the command line keeps ``root=``, as ``pykdumpctl start --reuse-cmdline``
-does) and crashes through sysrq; in the capture kernel dracut's own init runs our hooks: the cmdline hook
-claims ``root=`` without mounting it, the pre-mount hook runs ``pykdumpctl capture``, which saves
-vmcore-dmesg.txt and the vmcore to the ext4 disk and powers off through sysrq. Here the host checks the
-console, the dump directory and the vmcore (tests.helpers.KdumpFile and drgn).
+``core_collector pydumpfile -l -d 31`` and ``final_action poweroff``; then `pykdumpctl unit install` installed
+and enabled pykdump.service, and /etc/default/pykdump names that initramfs (KDUMP_INITRD). The first kernel
+boots systemd with crashkernel=, and pykdump.service loads the capture kernel at boot (``pykdumpctl start``:
+``pykexec -p --reuse-cmdline --initrd``, the command line keeps ``root=``); the fixture's e2e-crash.service
+(ordered after it) records the unit's state and journal and crashes through sysrq; in the capture kernel
+dracut's own init runs our hooks: the cmdline hook claims ``root=`` without mounting it, the pre-mount hook
+runs ``pykdumpctl capture``, which saves vmcore-dmesg.txt and the vmcore to the ext4 disk and powers off
+through sysrq. Here the host checks the status e2e-crash recorded, the console, the dump directory and the
+vmcore (tests.helpers.KdumpFile and drgn).
 
 The same with an ssh target (--driver dracut-ssh): kdump.conf ``ssh root@10.0.2.100`` with the image's key
-and known_hosts; dracut's network module brings the interface up by DHCP (QEMU user networking), and QEMU's
+and known_hosts; dracut's network-legacy module brings the interface up by DHCP (QEMU user networking), and QEMU's
 guestfwd joins 10.0.2.100:22 to a loopback sshd here (tests.capture_lib.Sshd), which has pydumpfile on its
 PATH, so the flattened stream (``pydumpfile -F``) is rearranged into ``vmcore`` on arrival.
 
@@ -33,7 +36,7 @@ from tests.helpers import KdumpFile, drgn_program, scratch_dir
 CRASHKERNEL = "256M"
 COLLECTOR = "pydumpfile -l -d 31"
 HOOK_LINE = "pydumpfile: pykdumpctl capture --config /etc/kdump.conf"  # the pre-mount hook, to /dev/kmsg
-CRASHING = "KDUMPVM: capture kernel loaded; crashing"  # first-init's last line before the sysrq crash
+CRASHING = "KDUMPVM: capture kernel loaded; crashing"  # e2e-crash's last line before the sysrq crash
 
 
 def _needs_vm() -> None:
@@ -90,6 +93,22 @@ def _capture_console(r: CaptureResult) -> str:
     return text.split(CRASHING, 1)[1]
 
 
+def _loaded_at_boot_by_pykdump_service(r: CaptureResult) -> None:
+    f = r.first
+    assert f["state"] == "crashing" and "pykexec" not in f  # first-init's pykexec did not run
+    assert f["loader"] == "pykdump.service" and f["loader_active"] == "active"
+    log = f["loader_log"]
+    assert f"pykexec -p /boot/vmlinuz --reuse-cmdline --initrd {DRACUT_INITRD}" in log, log
+    assert "kexec: loaded kdump kernel" in log and "rebuilding" not in log, log
+    assert int(f["kexec_crash_size"]) > 0
+    print(f"\nfirst kernel (systemd) reached the crash at {f['uptime']} s uptime; failed units: "
+          f"{f.get('failed_units') or 'none'}")
+
+
+def test_pykdump_service_loaded_the_capture_kernel_at_boot(dracut_vm):
+    _loaded_at_boot_by_pykdump_service(dracut_vm)
+
+
 def test_dracut_built_the_initramfs_with_our_module(dracut_vm):
     log = dracut_vm.initrd_log
     assert "dracut --force --no-hostonly --no-hostonly-cmdline" in log
@@ -105,6 +124,10 @@ def test_capture_kernel_ran_our_dracut_hooks(dracut_vm):
     cap = _capture_console(dracut_vm)
     cmdline = re.search(r"Kernel command line: (.*)", cap)
     assert cmdline and "init=" not in cmdline.group(1) and "root=LABEL=e2eroot" in cmdline.group(1)
+    # pykdumpctl start --reuse-cmdline: the first kernel's, minus crashkernel= and KDUMP_COMMANDLINE_REMOVE,
+    # plus KDUMP_COMMANDLINE_APPEND
+    assert "crashkernel=" not in cmdline.group(1) and "kdumpvm.crash" not in cmdline.group(1)
+    assert "rd.shell=0" in cmdline.group(1)
     assert "dracut: Debian GNU/Linux-12" in cap  # dracut's init, not our busybox initramfs
     assert HOOK_LINE in cap
     for line in ("kdump: mounting ext4 LABEL=kdumpout", "kdump: saving vmcore-dmesg.txt complete",
@@ -153,6 +176,7 @@ def test_vmcore_is_level_31_and_opens_with_our_reader_and_drgn(dracut_vm):
 
 def test_ssh_target(dracut_ssh_vm):
     r = dracut_ssh_vm
+    _loaded_at_boot_by_pykdump_service(r)
     assert "*** Including module: network ***" in r.initrd_log
     cap = _capture_console(r)
     assert HOOK_LINE in cap and "Mounted root filesystem" not in cap

@@ -38,6 +38,17 @@ def test_guest_inits_refuse_outside_the_vm(script):
     assert "refusing to run: not PID 1" in r.stderr
 
 
+def test_e2e_crash_refuses_outside_the_vm():
+    """The systemd guests' crash unit runs as a service, not PID 1: it refuses without kdumpvm.crash=1 on the
+    kernel command line, before touching a disk or the sysrq trigger."""
+    if "kdumpvm.crash=1" in Path("/proc/cmdline").read_text().split():
+        pytest.skip("this machine booted with kdumpvm.crash=1")
+    r = subprocess.run(["sh", str(GUEST / "e2e-crash"), "pykdump.service"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1
+    assert "refusing to run: the kernel command line has no kdumpvm.crash=1" in r.stderr
+
+
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     if os.geteuid() != 0:

@@ -201,6 +201,7 @@ def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.Captu
     assert cmd[:4] == ["dracut", "--force", "--no-hostonly", "--no-hostonly-cmdline"]
     mods = cmd[cmd.index("-m") + 1].split()
     assert "pydumpfile" in mods and "network" in mods and "systemd" not in mods
+    assert "network-legacy" in mods  # not systemd-networkd, which dracut takes when the host has it
     assert cmd[-3:] == ["--add-drivers", "virtio_blk", str(tmp_path / "i.img")]
     assert cmd[cmd.index("--kver") + 1] == "6.1.0-9-amd64"
     assert "network" not in cmd[cmd.index("--omit") + 1].split()
