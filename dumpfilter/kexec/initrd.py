@@ -404,7 +404,7 @@ DRACUT_MODULES_D = "/usr/lib/dracut/modules.d"
 
 
 def dracut_command(output: Path, *, kernel_release: str, conf_dracut_args: tuple[str, ...] = (),
-                   network: bool = False) -> list[str]:
+                   network: bool = False, modules_d: Path = Path(DRACUT_MODULES_D)) -> list[str]:
     """``dracut`` for a capture initramfs that works on a VM and on a host: no host-only trimming (the
     capture kernel may need drivers the running system has not loaded), only the modules the capture
     needs (base, kernel modules, udev, our 99pydumpfile; network for nfs/ssh, with network-legacy named: left
@@ -412,9 +412,11 @@ def dracut_command(output: Path, *, kernel_release: str, conf_dracut_args: tuple
     dbus in the initramfs, and this one has neither), no resume/plymouth. Without
     a network target, network and ifcfg are left out too: Debian's dracut-network adds ifcfg to every
     image (/etc/dracut.conf.d/11-ifcfg.conf), which pulls in the network stack and its drivers (5 MiB more
-    in a bookworm guest's image, 16 MiB unpacked: memory the capture kernel must have)."""
+    in a bookworm guest's image, 16 MiB unpacked: memory the capture kernel must have). network-legacy is
+    named only where this dracut has it (dracut-ng dropped it; there dracut chooses)."""
+    legacy = ["network-legacy"] if network and any(modules_d.glob("[0-9][0-9]network-legacy")) else []
     mods = (["base", "kernel-modules", "udev-rules", "fs-lib", "pydumpfile"]
-            + (["network-legacy", "network"] if network else []))
+            + (legacy + ["network"] if network else []))
     omit = ["plymouth", "resume"] + ([] if network else ["network", "ifcfg"])
     return ["dracut", "--force", "--no-hostonly", "--no-hostonly-cmdline", "-m", " ".join(mods),
             "--omit", " ".join(omit), "--kver", kernel_release, *conf_dracut_args, str(output)]
@@ -437,7 +439,7 @@ def rebuild(output: Path, *, config: str, kernel_release: str, dry_run: bool = F
 
     conf = parse_file(config) if os.path.exists(config) else KdumpConfig()
     cmd = dracut_command(output, kernel_release=kernel_release, conf_dracut_args=conf.dracut_args,
-                         network=conf.target_kind in ("nfs", "ssh"))
+                         network=conf.target_kind in ("nfs", "ssh"), modules_d=modules_d)
     with tempfile.TemporaryDirectory() as tmp:
         st = stage(Path(tmp))
         print(f"python for the capture: {st.modules} modules, {len(st.elf)} ELF files")

@@ -196,8 +196,10 @@ def test_dracut_module_installs_the_collector_extra_bins_and_modules(tmp_path: P
 
 
 def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dracut_059 = tmp_path / "modules.d"
+    (dracut_059 / "35network-legacy").mkdir(parents=True)
     cmd = initrd.dracut_command(tmp_path / "i.img", kernel_release="6.1.0-9-amd64", network=True,
-                                conf_dracut_args=("--add-drivers", "virtio_blk"))
+                                conf_dracut_args=("--add-drivers", "virtio_blk"), modules_d=dracut_059)
     assert cmd[:4] == ["dracut", "--force", "--no-hostonly", "--no-hostonly-cmdline"]
     mods = cmd[cmd.index("-m") + 1].split()
     assert "pydumpfile" in mods and "network" in mods and "systemd" not in mods
@@ -205,6 +207,9 @@ def test_dracut_command_and_rebuild_dry_run(tmp_path: Path, capsys: pytest.Captu
     assert cmd[-3:] == ["--add-drivers", "virtio_blk", str(tmp_path / "i.img")]
     assert cmd[cmd.index("--kver") + 1] == "6.1.0-9-amd64"
     assert "network" not in cmd[cmd.index("--omit") + 1].split()
+    ng = initrd.dracut_command(tmp_path / "i.img", kernel_release="6.1.0-9-amd64", network=True,
+                               modules_d=tmp_path / "none")  # dracut-ng: no network-legacy, dracut chooses
+    assert "network" in ng[ng.index("-m") + 1].split() and "network-legacy" not in ng[ng.index("-m") + 1]
     local = initrd.dracut_command(tmp_path / "i.img", kernel_release="6.1.0-9-amd64")
     assert "network" not in local[local.index("-m") + 1].split()
     assert {"network", "ifcfg"} <= set(local[local.index("--omit") + 1].split())  # Debian's dracut-network adds ifcfg
