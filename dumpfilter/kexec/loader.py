@@ -158,21 +158,6 @@ def make_cmdline(
     )
 
 
-def build_cmdline(
-    *,
-    crash: bool,
-    reuse: bool,
-    append: str | None,
-    capture_args: bool = True,
-    running: str | None = None,
-    machine: Machine | None = None,
-    remove: str | None = None,
-) -> str:
-    """:func:`make_cmdline`'s line."""
-    return make_cmdline(crash=crash, reuse=reuse, append=append, capture_args=capture_args, running=running,
-                        machine=machine, remove=remove).line
-
-
 # ---------------------------------------------------------------------------------------------
 # the plan: everything decided before the syscall, printable for --dry-run
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from fixtures import synthetic as S
+from tests.helpers import REPORT_LINES as COUNT_LINES
 from tests.helpers import KdumpFile, error_lines, run
 
 LEVELS = [2, 4, 8, 16, 31, 6, 24]
@@ -33,17 +34,7 @@ U32 = 0xFFFFFFFF
 U64 = (1 << 64) - 1
 HUGETLB_MARK = U64
 COUNTERS = ("free", "cache", "cache_private", "user", "hwpoison", "offline")
-REPORT_LINES = {
-    "zero": "Pages filled with zero",
-    "cache": "Non-private cache pages",
-    "cache_private": "Private cache pages",
-    "user": "User process data pages",
-    "free": "Free pages",
-    "hwpoison": "Hwpoison pages",
-    "offline": "Offline pages",
-    "excluded": "Excluded pages",
-    "remaining": "Remaining pages",
-}
+REPORT_LINES = {**COUNT_LINES, "hwpoison": "Hwpoison pages", "offline": "Offline pages"}
 
 
 # ---------------------------------------------------------------------------

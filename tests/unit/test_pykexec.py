@@ -21,7 +21,6 @@ from dumpfilter.kexec.loader import (
     KEXEC_FILE_ON_CRASH,
     KEXEC_FILE_UNLOAD,
     KexecError,
-    build_cmdline,
     make_cmdline,
     execute,
     explain_errno,
@@ -139,41 +138,41 @@ def test_probe_rejects_short_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_capture_cmdline_from_the_running_one() -> None:
-    line = build_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running=RUNNING)
+    line = make_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running=RUNNING).line
     assert line == "root=UUID=abcd ro quiet console=ttyS0 irqpoll nr_cpus=1 reset_devices"
 
 
 def test_capture_args_are_not_duplicated_and_can_be_left_out() -> None:
-    line = build_cmdline(machine=PLAIN, crash=True, reuse=True, append="nr_cpus=2 irqpoll", running=RUNNING)
+    line = make_cmdline(machine=PLAIN, crash=True, reuse=True, append="nr_cpus=2 irqpoll", running=RUNNING).line
     assert line.split().count("irqpoll") == 1
     assert "nr_cpus=2" in line and "nr_cpus=1" not in line
     assert line.endswith("reset_devices")
-    bare = build_cmdline(machine=PLAIN, crash=True, reuse=False, append="root=/dev/vda", capture_args=False, running=RUNNING)
+    bare = make_cmdline(machine=PLAIN, crash=True, reuse=False, append="root=/dev/vda", capture_args=False, running=RUNNING).line
     assert bare == "root=/dev/vda"
 
 
 def test_crashkernel_is_removed_even_from_append() -> None:
-    line = build_cmdline(machine=PLAIN, crash=True, reuse=False, append="root=/dev/vda crashkernel=256M", running=RUNNING)
+    line = make_cmdline(machine=PLAIN, crash=True, reuse=False, append="root=/dev/vda crashkernel=256M", running=RUNNING).line
     assert "crashkernel" not in line and line.startswith("root=/dev/vda")
 
 
 def test_reuse_for_a_normal_kexec_keeps_crashkernel() -> None:
-    line = build_cmdline(machine=PLAIN, crash=False, reuse=True, append="single", running=RUNNING)
+    line = make_cmdline(machine=PLAIN, crash=False, reuse=True, append="single", running=RUNNING).line
     assert line.startswith("root=UUID=abcd") and "crashkernel=512M-2G:64M,2G-:128M" in line
     assert "BOOT_IMAGE" not in line and line.endswith(" single") and "irqpoll" not in line
-    assert build_cmdline(machine=PLAIN, crash=False, reuse=False, append=None, running=RUNNING) == ""
+    assert make_cmdline(machine=PLAIN, crash=False, reuse=False, append=None, running=RUNNING).line == ""
 
 
 def test_additions_go_before_the_init_separator() -> None:
     running = "BOOT_IMAGE=x root=/dev/vda crashkernel=256M -- --init-flag"
-    line = build_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running=running)
+    line = make_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running=running).line
     assert line == "root=/dev/vda irqpoll nr_cpus=1 reset_devices -- --init-flag"
-    line = build_cmdline(machine=PLAIN, crash=False, reuse=True, append="single", running=running)
+    line = make_cmdline(machine=PLAIN, crash=False, reuse=True, append="single", running=running).line
     assert line == "root=/dev/vda crashkernel=256M single -- --init-flag"
 
 
 def test_quoted_parameters_stay_whole() -> None:
-    line = build_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running='BOOT_IMAGE=x dyndbg="file a.c +p" crashkernel=1G')
+    line = make_cmdline(machine=PLAIN, crash=True, reuse=False, append=None, running='BOOT_IMAGE=x dyndbg="file a.c +p" crashkernel=1G').line
     assert line.startswith('dyndbg="file a.c +p" irqpoll')
 
 
