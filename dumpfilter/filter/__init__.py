@@ -67,6 +67,9 @@ class CycleBitmaps:
         return Bitmap.from_bytes(n, unpack(self._b1)), Bitmap.from_bytes(n, unpack(self._b2))
 
 
+RUNS_CHUNK = 1 << 16  # bits of a 2nd bitmap searched for runs per call (at most 32768 runs in memory)
+
+
 class DumpBitmaps:
     """The 1st (memory present) and 2nd (pages to dump) bitmaps of a whole dump, per cycle."""
 
@@ -95,20 +98,30 @@ class DumpBitmaps:
                 total += c.bitmaps()[1].count(max(start, c.start) - c.start, min(end, c.end) - c.start)
         return total
 
-    def runs(self, lo: int, hi: int) -> list[tuple[int, int]]:
-        """Maximal runs of set bits of the 2nd bitmap in pfns [lo, hi), joined across cycles."""
-        out: list[tuple[int, int]] = []
+    def runs(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """Maximal runs of set bits of the 2nd bitmap in pfns [lo, hi), joined across cycles; found
+        ``RUNS_CHUNK`` bits at a time (a sparse terabyte dump has hundreds of thousands of runs)."""
+        last: tuple[int, int] | None = None
+        for s, e in self._chunk_runs(lo, hi):
+            if last is not None and last[1] == s:
+                last = (last[0], e)
+            else:
+                if last is not None:
+                    yield last
+                last = (s, e)
+        if last is not None:
+            yield last
+
+    def _chunk_runs(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """Runs of set bits in pfns [lo, hi), split where a cycle or a chunk of bits ends."""
         for c in self.cycles:
             if c.end <= lo or c.start >= hi:
                 continue
             b2 = c.bitmaps()[1]
-            for s, e in b2.runs(max(lo, c.start) - c.start, min(hi, c.end) - c.start):
-                s, e = s + c.start, e + c.start
-                if out and out[-1][1] == s:
-                    out[-1] = (out[-1][0], e)
-                else:
-                    out.append((s, e))
-        return out
+            a, z = max(lo, c.start) - c.start, min(hi, c.end) - c.start
+            for k in range(a, z, RUNS_CHUNK):
+                for s, e in b2.runs(k, min(z, k + RUNS_CHUNK)):
+                    yield s + c.start, e + c.start
 
     def _rewrite(self, i: int, b1: Bitmap, b2: Bitmap) -> None:
         c = self.cycles[i]

@@ -10,7 +10,7 @@ Crash safety: e_flags bit 0 (incomplete) is set in the header written first and 
 from __future__ import annotations
 
 import time
-
+from collections.abc import Iterator
 
 from ..errors import DumpfilterError
 from ..codec.zero import without_zero_pages
@@ -25,6 +25,9 @@ from ..stats import Stats
 from .sink import Sink
 
 
+_PHDR_CHUNK = 1 << 20  # program headers are written in pieces of this many bytes (18724 of ELF64)
+
+
 @dataclass
 class _Piece:
     seg: Segment  # input segment
@@ -34,36 +37,60 @@ class _Piece:
     offset: int = 0
 
 
-def _pieces(seg: Segment, keep: DumpBitmaps, ps: int) -> list[_Piece]:
-    """Split one input PT_LOAD into kept pieces; each piece's memsz runs to the next piece."""
+def _spans(seg: Segment, keep: DumpBitmaps, ps: int) -> Iterator[tuple[int, int]]:
+    """The pfn runs of one input PT_LOAD to keep: the 2nd bitmap's, plus a leading partial page (always
+    kept) and a trailing one (only its real bytes), which may extend the last run."""
+    s_addr, e_addr = seg.paddr, seg.paddr + seg.memsz
+    lo, hi = s_addr // ps, -(-e_addr // ps)
+    runs = keep.runs(lo, hi)
+    nxt = next(runs, None)
+    last = (lo, lo + 1) if s_addr % ps and (nxt is None or nxt[0] != lo) else None
+    while nxt is not None:  # the last run is held back for the trailing page
+        if last is not None:
+            yield last
+        last, nxt = nxt, next(runs, None)
+    if e_addr % ps and (last is None or last[1] != hi):
+        if last is not None and last[1] == hi - 1:
+            last = (last[0], hi)
+        else:
+            if last is not None:
+                yield last
+            last = (hi - 1, hi)
+    if last is not None:
+        yield last
+
+
+def _pieces(seg: Segment, keep: DumpBitmaps, ps: int) -> Iterator[_Piece]:
+    """Split one input PT_LOAD into kept pieces; each piece's memsz runs to the next piece. A
+    generator: a sparse terabyte dump has hundreds of thousands of pieces, made again for each pass."""
     s_addr, e_addr = seg.paddr, seg.paddr + seg.memsz
     f_end = seg.paddr + seg.filesz
     if seg.memsz == 0:
-        return [_Piece(seg, s_addr, 0, 0)]
-    lo, hi = s_addr // ps, -(-e_addr // ps)
-    spans = keep.runs(lo, hi)
-    # a leading partial page is always kept; so is a trailing partial page (only its real bytes)
-    if s_addr % ps and (not spans or spans[0][0] != lo):
-        spans.insert(0, (lo, lo + 1))
-    if e_addr % ps and (not spans or spans[-1][1] != hi):
-        if spans and spans[-1][1] == hi - 1:
-            spans[-1] = (spans[-1][0], hi)
-        else:
-            spans.append((hi - 1, hi))
-    byte_spans = []
-    for rs, re_ in spans:
-        a, b = max(rs * ps, s_addr), min(re_ * ps, e_addr, f_end)
-        if b > a:
-            byte_spans.append((a, b))
-    pieces: list[_Piece] = []
-    if not byte_spans:
-        return [_Piece(seg, s_addr, 0, seg.memsz)]
-    if byte_spans[0][0] > s_addr:
-        pieces.append(_Piece(seg, s_addr, 0, byte_spans[0][0] - s_addr))
-    for k, (a, b) in enumerate(byte_spans):
-        nxt = byte_spans[k + 1][0] if k + 1 < len(byte_spans) else e_addr
-        pieces.append(_Piece(seg, a, b - a, nxt - a))
-    return pieces
+        yield _Piece(seg, s_addr, 0, 0)
+        return
+    byte_spans = ((max(rs * ps, s_addr), min(re_ * ps, e_addr, f_end)) for rs, re_ in _spans(seg, keep, ps))
+    byte_spans = ((a, b) for a, b in byte_spans if b > a)
+    cur = next(byte_spans, None)
+    if cur is None:
+        yield _Piece(seg, s_addr, 0, seg.memsz)
+        return
+    if cur[0] > s_addr:
+        yield _Piece(seg, s_addr, 0, cur[0] - s_addr)
+    for nxt in byte_spans:
+        yield _Piece(seg, cur[0], cur[1] - cur[0], nxt[0] - cur[0])
+        cur = nxt
+    yield _Piece(seg, cur[0], cur[1] - cur[0], e_addr - cur[0])
+
+
+def _placed(src: ElfSource, keep: DumpBitmaps, ps: int, data_off: int) -> Iterator[_Piece]:
+    """Every piece of every input PT_LOAD in order, with its file offset (data back to back)."""
+    cur = data_off
+    for seg in src.loads:
+        for p in _pieces(seg, keep, ps):
+            if p.filesz:
+                p.offset = cur
+                cur += p.filesz
+            yield p
 
 
 def _eraseinfo_note(text: bytes, big_endian: bool) -> bytes:
@@ -87,11 +114,14 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
     keep = without_zero_pages(plan, stats) if plan.compression.exclude_zero else plan.bitmaps  # the program headers come first: which pages stay, cycle by cycle
     stats.elf_excluded = max(0, plan.bitmaps.present - keep.dumpable)
 
-    pieces: list[_Piece] = []
-    for seg in src.loads:
-        pieces.extend(_pieces(seg, keep, ps))
+    # the pieces are made three times (count, program headers, data) rather than held: memory stays
+    # bounded by a cycle's bitmaps whatever the number of pieces
+    npieces = total = 0
+    for p in _placed(src, keep, ps, 0):
+        npieces += 1
+        total += p.filesz
     note = lay.note
-    nphdr = len(pieces) + (1 if note is not None else 0)
+    nphdr = npieces + (1 if note is not None else 0)
 
     ph_fmt, sh_fmt = es.phdr, es.shdr
     phoff = ELF_IDENT_SIZE + es.ehdr.size
@@ -103,11 +133,6 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
     note_size = len(plan.note_blob)
     erase_note = _eraseinfo_note(plan.eraseinfo, lay.big_endian)
     data_off = note_off + -(-note_size // 4) * 4 + len(erase_note) if erase_note else note_off + note_size
-    cur = data_off
-    for p in pieces:
-        if p.filesz:
-            p.offset = cur
-            cur += p.filesz
 
     e = list(lay.ehdr)  # type machine version entry phoff shoff flags ehsize phentsize phnum shentsize shnum shstrndx
     e[4] = phoff
@@ -133,11 +158,17 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
         filesz = data_off - note_off if erase_note else note_size
         ph += phdr(note.type, note.flags, note_off, note.vaddr, note.paddr, filesz, note.memsz, note.align)
     vmask = (1 << es.elf_class) - 1  # a piece's p_vaddr wraps as the C address arithmetic would
-    for p in pieces:
+    pos = phoff
+    for p in _placed(src, keep, ps, data_off):
         seg = p.seg
         vaddr = (seg.vaddr + (p.paddr - seg.paddr)) & vmask
         ph += phdr(PT_LOAD, seg.flags, p.offset, vaddr, p.paddr, p.filesz, p.memsz, seg.align)
-    sink.pwrite(bytes(ph), phoff)
+        if len(ph) >= _PHDR_CHUNK:
+            sink.pwrite(ph, pos)
+            pos += len(ph)
+            ph = bytearray()
+    if ph:
+        sink.pwrite(ph, pos)
     if use_xnum:
         sink.pwrite(sh_fmt.pack(0, 0, 0, 0, 0, 1, 0, nphdr, 0, 0), shoff)
     if note_size:
@@ -146,12 +177,11 @@ def write_elf(plan: DumpPlan, sink: Sink, msgs: Messages, stats: Stats) -> None:
         sink.pwrite(erase_note, note_off + -(-note_size // 4) * 4)
     hooks = plan.compression.hooks
 
-    total = sum(p.filesz for p in pieces)
     done = 0
     t0 = time.monotonic()
     chunk = max(1, plan.compression.window) * ps
     buf = bytearray(chunk + 2 * ps)
-    for p in pieces:
+    for p in _placed(src, keep, ps, data_off):
         a = p.paddr
         b = p.paddr + p.filesz
         while a < b:
