@@ -22,7 +22,7 @@ bitmaps, compared on the first round).
 ``--extras`` (on the real vmcore): refiltering a ``-l -d 1`` dump to ``-l -d 31`` (both collectors,
 the input made once by makedumpfile), ``--split`` into 2 files with ``--num-threads 0`` against the same
 run unsplit at ``-l -d 1``.  ``--rss-sweep`` runs pydumpfile once more per image (up to ``--rss-sweep-max`` GiB) with
-``-E -d 31``, ``-c -d 31`` and ``--num-threads 4`` and reports the peak RSS.
+``-E -d 31``, ``-c -d 31`` and ``--num-threads 4`` and reports the peak RSS (``-E`` written to /dev/null: at 1 TiB it is 20 GB).
 """
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ class Bench:
             r = self.run(self.cmd("py", 1, ["-l", "-d", "31"], img.path, out), [out])
             remove([out])
             print(f"# warm-up run (pydumpfile -l -d 31, untimed): {r.wall:.1f}s", flush=True)
-        for level in img.levels:
+        for level in img.levels if self.a.runs else ():  # --runs 0: only --extras / --rss-sweep
             case = f"-l -d {level}"
             opts = case.split()
             rows = {c: Row(img.label, img.gib, case, c[0], c[1]) for c in self.collectors()}
@@ -235,9 +235,12 @@ class Bench:
 
     def rss_sweep(self, img: Image) -> None:
         for case in ("-E -d 31", "-c -d 31", "-l -d 31 --num-threads 4", "-E -d 31 --num-threads 4"):
-            out = os.path.join(self.out_dir, "sweep")
-            r = self.run(list(self.py) + case.split() + [img.path, out], [out])
-            remove([out])
+            # -E keeps the mem_map uncompressed (20 GB at 1 TiB): only the peak RSS is measured, so
+            # its output goes to /dev/null
+            out = os.devnull if case.startswith("-E") else os.path.join(self.out_dir, "sweep")
+            outputs = [] if out == os.devnull else [out]
+            r = self.run(list(self.py) + case.split() + ["-f", img.path, out], outputs)
+            remove(outputs)
             print(f"  rss-sweep {img.label:>9} {case:28} {r.wall:8.2f}s {r.maxrss_kib / 1024:7.1f} MiB", flush=True)
             self.extras.append({"what": f"peak RSS, {img.label}, pydumpfile {case}", "py": r.wall,
                                 "py_rss_mib": r.maxrss_kib / 1024})
@@ -268,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", action="append", help="bigcore image SIZE[:LEVELS], e.g. 64G, 1T:31 (repeatable)")
     ap.add_argument("--real", action="append", help="a real vmcore PATH[:GIB] (repeatable)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=1, help="rounds of the timed runs (0: only --extras / --rss-sweep)")
     ap.add_argument("--levels", default="31,1")
     ap.add_argument("--threads", default="1,2", help="pydumpfile thread counts (1: no --num-threads)")
     ap.add_argument("--mdf-threads", default="1", help="makedumpfile thread counts besides 1 (its --num-threads)")
