@@ -28,6 +28,7 @@ class Run:
     rc: int
     maxrss_kib: int
     stderr: bytes = b""
+    cpu: float = 0.0  # user + system seconds of the collector (and GNU time around it)
 
 
 def default_pydumpfile() -> list[str]:
@@ -94,7 +95,7 @@ def timed(cmd: Sequence[str], outputs: Sequence[str] = (), durable: bool = False
             rss = int(lines[-1])
     finally:
         os.unlink(rss_file)
-    return Run(dt, rc, rss, err)
+    return Run(dt, rc, rss, err, ru.ru_utime + ru.ru_stime)
 
 
 def remove(paths: Sequence[str]) -> None:

@@ -182,7 +182,8 @@ class Bench:
                         kept[c] = out
                     else:
                         remove([out])
-                    print(f"  {img.label:>9} {case:10} {c[0]:3} t{c[1]} {r.wall:8.2f}s {r.maxrss_kib / 1024:7.1f} MiB",
+                    print(f"  {img.label:>9} {case:10} {c[0]:3} t{c[1]} {r.wall:8.2f}s {r.maxrss_kib / 1024:7.1f} MiB "
+                          f"cpu {r.cpu:7.2f}s ({r.cpu / img.gib:.4f}/GiB)",
                           flush=True)
                 if len(kept) == 2:
                     a, b = (kdump_bitmaps(kept[k]) for k in (("mdf", 1), ("py", 1)))
