@@ -81,8 +81,8 @@ def test_elf_memory_does_not_grow_with_pieces(tmp_path, monkeypatch):
     from fixtures.synthetic import SynthSpec, generate
 
     # program headers are written a chunk at a time: a small chunk, so that only holding pieces shows
-    monkeypatch.setattr("dumpfilter.writer.elf._PHDR_CHUNK", 16 << 10, raising=False)
-    monkeypatch.setattr("dumpfilter.filter.RUNS_CHUNK", 1 << 12, raising=False)
+    monkeypatch.setattr("dumpfilter.writer.elf._PHDR_CHUNK", 16 << 10)
+    monkeypatch.setattr("dumpfilter.filter.RUNS_CHUNK", 1 << 12)
     peaks, phnums = [], []
     for mib in (64, 256):
         vmcore = tmp_path / f"vmcore{mib}"
